@@ -1,0 +1,118 @@
+//! `append`: event store push throughput and latency, beside plain INSERTs of the same rows into a
+//! table of the same definition (`LIKE eventstore.events INCLUDING ALL`) measured in the same run.
+
+use crate::harness::{BenchDb, Settings, bench, interleaved};
+use cairn_domain::{AggregateId, AggregateType, EventDraft, EventType, InstanceId};
+use cairn_eventstore::{EventStore, ExpectedSequence, PgEventStore, Push};
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use uuid::Uuid;
+
+fn payload(n: u64) -> serde_json::Value {
+    json!({ "userName": format!("user{n}@example.com"), "givenName": "Ada", "familyName": "Lovelace" })
+}
+
+/// The mode's name, concurrency and events per push.
+const MODES: [(&str, usize, usize); 3] = [
+    ("single_c1", 1, 1),
+    ("single_c16", 16, 1),
+    ("batch100_c4", 4, 100),
+];
+
+pub async fn run(settings: &Settings) -> anyhow::Result<()> {
+    let db = BenchDb::create(settings, 24).await?;
+    sqlx::raw_sql("CREATE TABLE public.raw_events (LIKE eventstore.events INCLUDING ALL)")
+        .execute(&db.pool)
+        .await?;
+    let store = PgEventStore::new(db.pool.clone());
+    let user = AggregateType::parse("user")?;
+    let changed = EventType::parse("user.changed")?;
+
+    let position = Arc::new(AtomicI64::new(1));
+    for (mode, concurrency, batch) in MODES {
+        // Raw: plain INSERTs of the same rows (sent the same way, as arrays), one autocommit
+        // statement per push.
+        let pool = db.pool.clone();
+        let position = position.clone();
+        let raw_op = move |worker: usize, i: u64| {
+            let pool = pool.clone();
+            let position = position.clone();
+            async move {
+                let p = position.fetch_add(1, Ordering::Relaxed);
+                let instance = Uuid::now_v7();
+                let aggregate = Uuid::now_v7();
+                let payloads: Vec<serde_json::Value> = (0..batch)
+                    .map(|_| payload(worker as u64 * 1_000_000 + i))
+                    .collect();
+                let ids: Vec<Uuid> = (0..batch).map(|_| Uuid::now_v7()).collect();
+                sqlx::query(
+                    "INSERT INTO public.raw_events (instance_id, aggregate_type, aggregate_id, sequence, event_type, \
+                       revision, payload, creator, resource_owner, created_at, position, in_tx_order, id) \
+                     SELECT $1, 'user', $2, x.ord, 'user.changed', 1, x.payload, 'system', $1, \
+                            statement_timestamp(), $3, (x.ord - 1)::int, x.id \
+                       FROM unnest($4::jsonb[], $5::uuid[]) WITH ORDINALITY AS x(payload, id, ord)",
+                )
+                .bind(instance)
+                .bind(aggregate)
+                .bind(p)
+                .bind(&payloads)
+                .bind(&ids)
+                .execute(&pool)
+                .await?;
+                Ok(())
+            }
+        };
+
+        // The event store: each worker appends to its own aggregates with the expected sequence.
+        let store = store.clone();
+        let (user, changed) = (user.clone(), changed.clone());
+        let instance = InstanceId::new();
+        let cairn_op = move |worker: usize, i: u64| {
+            let store = store.clone();
+            let (user, changed) = (user.clone(), changed.clone());
+            async move {
+                let events = (0..batch)
+                    .map(|_| {
+                        EventDraft::new(
+                            changed.clone(),
+                            payload(worker as u64 * 1_000_000 + i),
+                            "system",
+                            AggregateId::new(),
+                        )
+                    })
+                    .collect();
+                store
+                    .push(Push::single(
+                        instance,
+                        user,
+                        AggregateId::new(),
+                        ExpectedSequence::Exact(0),
+                        events,
+                    ))
+                    .await?;
+                Ok(())
+            }
+        };
+        let (raw, cairn) = interleaved(concurrency, settings.phase, 3, raw_op, cairn_op).await?;
+
+        bench(
+            &format!("append.{mode}.events_per_s"),
+            cairn.ops_per_s() * batch as f64,
+        );
+        bench(
+            &format!("append.{mode}.raw_events_per_s"),
+            raw.ops_per_s() * batch as f64,
+        );
+        bench(
+            &format!("append.{mode}.ratio_to_raw"),
+            cairn.ops_per_s() / raw.ops_per_s(),
+        );
+        if mode == "single_c16" {
+            bench("append.single_c16.p50_ms", cairn.p(0.50));
+            bench("append.single_c16.p99_ms", cairn.p(0.99));
+            bench("append.single_c16.raw_p99_ms", raw.p(0.99));
+        }
+    }
+    db.drop_db().await
+}

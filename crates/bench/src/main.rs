@@ -1,0 +1,20 @@
+//! `cairn-bench <group>`: runs one benchmark group against the local services and prints one figure
+//! a line as `BENCH <key> <number>`, with the raw limit measured in the same run beside it.
+//! Driven by `scripts/bench`; see the README for the figures of the latest run.
+
+mod append;
+mod harness;
+
+use anyhow::Context;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let group = std::env::args()
+        .nth(1)
+        .context("usage: cairn-bench <group>   (groups: append)")?;
+    let settings = harness::Settings::from_env()?;
+    match group.as_str() {
+        "append" => append::run(&settings).await,
+        other => anyhow::bail!("unknown benchmark group {other:?} (groups: append)"),
+    }
+}

@@ -1,0 +1,509 @@
+//! The PostgreSQL event store.
+//!
+//! A push is one call of the `eventstore.push` SQL function (`migrations/0001_eventstore.sql`), a
+//! single statement: one round trip and, outside a caller's transaction, one autocommit
+//! transaction, with the sequence checks, the unique-constraint claims and the inserts inside. Every event's position is the id of its transaction (`pg_current_xact_id()`), and
+//! readers only return events whose transaction id is below the oldest transaction still running
+//! (`pg_snapshot_xmin(pg_current_snapshot())`): every transaction below that horizon has finished,
+//! so nothing can later commit behind a position a reader has passed. `docs/ARCHITECTURE.md` has
+//! the argument and its cost.
+//!
+//! After each commit the store announces the new position on the `NOTIFY` channel
+//! [`NOTIFY_CHANNEL`] from a background task that coalesces the commits of each two milliseconds into one
+//! notification, so listeners (the relay) wake without polling, and commits neither serialise on
+//! PostgreSQL's notification lock (held through the commit's WAL flush when the pushing transaction
+//! itself notifies) nor pay a second round trip each.
+
+use crate::{EventFilter, EventStore, ExpectedSequence, Push, Snapshot, StoreError, UniqueOp};
+use cairn_domain::{AggregateId, AggregateType, EventType, InstanceId, Position, StoredEvent};
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgDatabaseError, PgRow};
+use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, QueryBuilder, Row};
+use std::sync::Arc;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// The `LISTEN`/`NOTIFY` channel on which the store announces committed pushes; the payload is the
+/// transaction position as decimal text.
+pub const NOTIFY_CHANNEL: &str = "cairn_events";
+
+const EVENT_COLUMNS: &str = "id, instance_id, aggregate_type, aggregate_id, sequence, event_type, revision, \
+     payload, creator, resource_owner, created_at, position, in_tx_order, trace_context";
+
+/// The part of a query that hides events a still-running transaction could precede.
+const VISIBLE: &str = "position < pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+
+/// The PostgreSQL [`EventStore`].
+#[derive(Clone, Debug)]
+pub struct PgEventStore {
+    pool: PgPool,
+    announcer: Arc<watch::Sender<i64>>,
+}
+
+impl PgEventStore {
+    /// A store over `pool`. Spawns the task that announces commits; it ends when the last clone of
+    /// the store is dropped. Must be called within a Tokio runtime.
+    pub fn new(pool: PgPool) -> Self {
+        let (tx, rx) = watch::channel(0_i64);
+        tokio::spawn(announce_commits(pool.clone(), rx));
+        Self {
+            pool,
+            announcer: Arc::new(tx),
+        }
+    }
+
+    /// The connection pool the store uses.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Pushes within the caller's transaction, for writers that must commit other rows atomically
+    /// with their events. The events become visible when the caller commits; the caller then calls
+    /// [`PgEventStore::announce`] with the returned position to wake listeners promptly.
+    pub async fn push_in(&self, conn: &mut PgConnection, push: Push) -> Result<Vec<StoredEvent>, StoreError> {
+        push.validate()?;
+        call_push(conn, push, true).await
+    }
+
+    /// Wakes listeners of [`NOTIFY_CHANNEL`] after a commit (coalesced with other commits).
+    pub fn announce(&self, position: Position) {
+        self.announcer.send_if_modified(|latest| {
+            if position.position > *latest {
+                *latest = position.position;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+/// At most one announcement per this interval: under load one `NOTIFY` covers many commits, and a
+/// listener is woken at most this much later than the commit.
+const ANNOUNCE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
+
+async fn announce_commits(pool: PgPool, mut rx: watch::Receiver<i64>) {
+    while rx.changed().await.is_ok() {
+        // pacing: let commits that land meanwhile share this announcement
+        tokio::time::sleep(ANNOUNCE_INTERVAL).await;
+        let position = *rx.borrow_and_update();
+        if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(NOTIFY_CHANNEL)
+            .bind(position.to_string())
+            .execute(&pool)
+            .await
+        {
+            // Listeners also poll, so a lost notification only delays them.
+            tracing::warn!(%error, "could not announce a commit");
+        }
+    }
+}
+
+fn unavailable(error: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(Box::new(error))
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("stored event is malformed: {what}").into())
+}
+
+struct PushArrays {
+    a_instance: Vec<Uuid>,
+    a_type: Vec<String>,
+    a_id: Vec<Uuid>,
+    a_expected: Vec<Option<i64>>,
+    e_agg: Vec<i32>,
+    e_nth: Vec<i32>,
+    e_id: Vec<Uuid>,
+    e_type: Vec<String>,
+    e_revision: Vec<i16>,
+    e_payload: Vec<serde_json::Value>,
+    e_creator: Vec<String>,
+    e_owner: Vec<Uuid>,
+    e_trace: Vec<Option<String>>,
+    u_op: Vec<&'static str>,
+    u_instance: Vec<Uuid>,
+    u_type: Vec<String>,
+    u_value: Vec<String>,
+}
+
+impl PushArrays {
+    fn from_push(push: &Push) -> Self {
+        let n = push.event_count();
+        let mut arrays = PushArrays {
+            a_instance: Vec::with_capacity(push.aggregates.len()),
+            a_type: Vec::with_capacity(push.aggregates.len()),
+            a_id: Vec::with_capacity(push.aggregates.len()),
+            a_expected: Vec::with_capacity(push.aggregates.len()),
+            e_agg: Vec::with_capacity(n),
+            e_nth: Vec::with_capacity(n),
+            e_id: Vec::with_capacity(n),
+            e_type: Vec::with_capacity(n),
+            e_revision: Vec::with_capacity(n),
+            e_payload: Vec::with_capacity(n),
+            e_creator: Vec::with_capacity(n),
+            e_owner: Vec::with_capacity(n),
+            e_trace: Vec::with_capacity(n),
+            u_op: Vec::new(),
+            u_instance: Vec::new(),
+            u_type: Vec::new(),
+            u_value: Vec::new(),
+        };
+        for (i, aggregate) in push.aggregates.iter().enumerate() {
+            arrays.a_instance.push(aggregate.instance_id.as_uuid());
+            arrays.a_type.push(aggregate.aggregate_type.to_string());
+            arrays.a_id.push(aggregate.aggregate_id.as_uuid());
+            arrays.a_expected.push(match aggregate.expected {
+                ExpectedSequence::Any => None,
+                ExpectedSequence::Exact(n) => Some(n),
+            });
+            for (nth, event) in aggregate.events.iter().enumerate() {
+                arrays.e_agg.push(i as i32 + 1);
+                arrays.e_nth.push(nth as i32 + 1);
+                arrays.e_id.push(event.id.as_uuid());
+                arrays.e_type.push(event.event_type.to_string());
+                arrays.e_revision.push(event.revision);
+                arrays.e_payload.push(event.payload.clone());
+                arrays.e_creator.push(event.creator.clone());
+                arrays.e_owner.push(event.resource_owner.as_uuid());
+                arrays.e_trace.push(event.trace_context.clone());
+            }
+        }
+        for op in &push.unique_ops {
+            let (name, instance, unique_type, value) = match op {
+                UniqueOp::Add {
+                    instance_id,
+                    unique_type,
+                    value,
+                } => ("add", instance_id, unique_type, value),
+                UniqueOp::Remove {
+                    instance_id,
+                    unique_type,
+                    value,
+                } => ("remove", instance_id, unique_type, value),
+            };
+            arrays.u_op.push(name);
+            arrays.u_instance.push(instance.as_uuid());
+            arrays.u_type.push(unique_type.clone());
+            arrays.u_value.push(value.clone());
+        }
+        arrays
+    }
+}
+
+async fn call_push<'e, E: PgExecutor<'e>>(
+    executor: E,
+    push: Push,
+    in_transaction: bool,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let arrays = PushArrays::from_push(&push);
+    let row = sqlx::query(
+        "SELECT out_position, out_first_offset, out_created_at, out_sequences, out_inserted \
+         FROM eventstore.push($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+    )
+    .bind(&arrays.a_instance)
+    .bind(&arrays.a_type)
+    .bind(&arrays.a_id)
+    .bind(&arrays.a_expected)
+    .bind(&arrays.e_agg)
+    .bind(&arrays.e_nth)
+    .bind(&arrays.e_id)
+    .bind(&arrays.e_type)
+    .bind(&arrays.e_revision)
+    .bind(&arrays.e_payload)
+    .bind(&arrays.e_creator)
+    .bind(&arrays.e_owner)
+    .bind(&arrays.e_trace)
+    .bind(&arrays.u_op)
+    .bind(&arrays.u_instance)
+    .bind(&arrays.u_type)
+    .bind(&arrays.u_value)
+    .bind(in_transaction)
+    .fetch_one(executor)
+    .await
+    .map_err(|error| push_error(error, &push))?;
+    drop(arrays);
+
+    let position: i64 = row.try_get(0).map_err(unavailable)?;
+    let first_offset: i32 = row.try_get(1).map_err(unavailable)?;
+    let created_at: DateTime<Utc> = row.try_get(2).map_err(unavailable)?;
+    let before: Vec<i64> = row.try_get(3).map_err(unavailable)?;
+    let inserted: i64 = row.try_get(4).map_err(unavailable)?;
+    if before.len() != push.aggregates.len() || inserted != push.event_count() as i64 {
+        return Err(corrupt(
+            "push stored a different number of events than it was given",
+        ));
+    }
+
+    let mut stored = Vec::with_capacity(push.event_count());
+    let mut offset = first_offset;
+    for (aggregate, before) in push.aggregates.into_iter().zip(before) {
+        for (nth, draft) in aggregate.events.into_iter().enumerate() {
+            stored.push(StoredEvent {
+                id: draft.id,
+                instance_id: aggregate.instance_id,
+                aggregate_type: aggregate.aggregate_type.clone(),
+                aggregate_id: aggregate.aggregate_id,
+                sequence: before + nth as i64 + 1,
+                event_type: draft.event_type,
+                revision: draft.revision,
+                payload: draft.payload,
+                creator: draft.creator,
+                resource_owner: draft.resource_owner,
+                created_at,
+                position: Position::new(position, offset),
+                trace_context: draft.trace_context,
+            });
+            offset += 1;
+        }
+    }
+    Ok(stored)
+}
+
+/// Maps the push function's errors to typed store errors.
+fn push_error(error: sqlx::Error, push: &Push) -> StoreError {
+    let Some(db) = error
+        .as_database_error()
+        .and_then(|e| e.try_downcast_ref::<PgDatabaseError>())
+    else {
+        return unavailable(error);
+    };
+    match db.code() {
+        "CA409" => {
+            // DETAIL: <1-based aggregate index>/<expected>/<actual>
+            let mut parts = db.detail().unwrap_or_default().split('/');
+            let index: usize = parts.next().and_then(|s| s.parse().ok()).unwrap_or(1);
+            let expected = parts.next().and_then(|s| s.parse().ok());
+            let actual = parts.next().and_then(|s| s.parse().ok());
+            conflict(push, index.saturating_sub(1), expected, actual)
+        }
+        "CA423" => StoreError::UniqueViolation {
+            unique_type: db.detail().unwrap_or_default().to_owned(),
+            value: db.hint().unwrap_or_default().to_owned(),
+        },
+        "23505" if db.constraint() == Some("events_aggregate_sequence") => {
+            // A concurrent writer appended the same sequence first. The key in the detail names the
+            // aggregate.
+            let detail = db.detail().unwrap_or_default();
+            let index = push
+                .aggregates
+                .iter()
+                .position(|a| detail.contains(&a.aggregate_id.to_string()))
+                .unwrap_or(0);
+            let expected = push.aggregates.get(index).and_then(|a| match a.expected {
+                ExpectedSequence::Exact(n) => Some(n),
+                ExpectedSequence::Any => None,
+            });
+            conflict(push, index, expected, None)
+        }
+        _ => unavailable(error),
+    }
+}
+
+fn conflict(push: &Push, index: usize, expected: Option<i64>, actual: Option<i64>) -> StoreError {
+    match push.aggregates.get(index).or(push.aggregates.first()) {
+        Some(a) => StoreError::Conflict {
+            instance_id: a.instance_id,
+            aggregate_type: a.aggregate_type.clone(),
+            aggregate_id: a.aggregate_id,
+            expected,
+            actual,
+        },
+        None => StoreError::invalid("aggregates", "a push needs at least one event"),
+    }
+}
+
+/// Decodes one row selected with [`EVENT_COLUMNS`].
+pub(crate) fn event_from_row(row: &PgRow) -> Result<StoredEvent, StoreError> {
+    let aggregate_type: String = row.try_get("aggregate_type").map_err(unavailable)?;
+    let event_type: String = row.try_get("event_type").map_err(unavailable)?;
+    Ok(StoredEvent {
+        id: row.try_get::<Uuid, _>("id").map_err(unavailable)?.into(),
+        instance_id: row.try_get::<Uuid, _>("instance_id").map_err(unavailable)?.into(),
+        aggregate_type: AggregateType::parse(aggregate_type).map_err(corrupt)?,
+        aggregate_id: row
+            .try_get::<Uuid, _>("aggregate_id")
+            .map_err(unavailable)?
+            .into(),
+        sequence: row.try_get("sequence").map_err(unavailable)?,
+        event_type: EventType::parse(event_type).map_err(corrupt)?,
+        revision: row.try_get("revision").map_err(unavailable)?,
+        payload: row.try_get("payload").map_err(unavailable)?,
+        creator: row.try_get("creator").map_err(unavailable)?,
+        resource_owner: row
+            .try_get::<Uuid, _>("resource_owner")
+            .map_err(unavailable)?
+            .into(),
+        created_at: row.try_get("created_at").map_err(unavailable)?,
+        position: Position::new(
+            row.try_get("position").map_err(unavailable)?,
+            row.try_get("in_tx_order").map_err(unavailable)?,
+        ),
+        trace_context: row.try_get("trace_context").map_err(unavailable)?,
+    })
+}
+
+fn filter_query(filter: &EventFilter) -> QueryBuilder<'_, Postgres> {
+    let mut q = QueryBuilder::new(format!(
+        "SELECT {EVENT_COLUMNS} FROM eventstore.events WHERE {VISIBLE}"
+    ));
+    q.push(" AND (position, in_tx_order) > (")
+        .push_bind(filter.after.position)
+        .push(", ")
+        .push_bind(filter.after.offset)
+        .push(")");
+    if let Some(up_to) = filter.up_to {
+        q.push(" AND (position, in_tx_order) <= (")
+            .push_bind(up_to.position)
+            .push(", ")
+            .push_bind(up_to.offset)
+            .push(")");
+    }
+    if let Some(instance) = filter.instance_id {
+        q.push(" AND instance_id = ").push_bind(instance.as_uuid());
+    }
+    if !filter.aggregate_types.is_empty() {
+        let types: Vec<&str> = filter.aggregate_types.iter().map(|t| t.as_str()).collect();
+        q.push(" AND aggregate_type = ANY(").push_bind(types).push(")");
+    }
+    if !filter.aggregate_ids.is_empty() {
+        let ids: Vec<Uuid> = filter.aggregate_ids.iter().map(|id| id.as_uuid()).collect();
+        q.push(" AND aggregate_id = ANY(").push_bind(ids).push(")");
+    }
+    if !filter.event_types.is_empty() {
+        let types: Vec<&str> = filter.event_types.iter().map(|t| t.as_str()).collect();
+        q.push(" AND event_type = ANY(").push_bind(types).push(")");
+    }
+    q.push(" ORDER BY position, in_tx_order LIMIT ")
+        .push_bind(i64::from(filter.limit));
+    q
+}
+
+impl EventStore for PgEventStore {
+    async fn push(&self, push: Push) -> Result<Vec<StoredEvent>, StoreError> {
+        push.validate()?;
+        let stored = call_push(&self.pool, push, false).await?;
+        if let Some(last) = stored.last() {
+            self.announce(last.position);
+        }
+        Ok(stored)
+    }
+
+    async fn filter(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, StoreError> {
+        filter.validate()?;
+        let rows = filter_query(filter)
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn head_position(&self, instance: Option<InstanceId>) -> Result<Position, StoreError> {
+        let row = match instance {
+            Some(instance) => sqlx::query(&format!(
+                "SELECT position, in_tx_order FROM eventstore.events WHERE instance_id = $1 AND {VISIBLE} \
+                 ORDER BY position DESC, in_tx_order DESC LIMIT 1"
+            ))
+            .bind(instance.as_uuid())
+            .fetch_optional(&self.pool)
+            .await,
+            None => {
+                sqlx::query(&format!(
+                    "SELECT position, in_tx_order FROM eventstore.events WHERE {VISIBLE} \
+                 ORDER BY position DESC, in_tx_order DESC LIMIT 1"
+                ))
+                .fetch_optional(&self.pool)
+                .await
+            }
+        }
+        .map_err(unavailable)?;
+        match row {
+            None => Ok(Position::ZERO),
+            Some(row) => Ok(Position::new(
+                row.try_get(0).map_err(unavailable)?,
+                row.try_get(1).map_err(unavailable)?,
+            )),
+        }
+    }
+
+    async fn load_aggregate(
+        &self,
+        instance: InstanceId,
+        aggregate_type: &AggregateType,
+        aggregate_id: AggregateId,
+        after_sequence: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM eventstore.events \
+             WHERE instance_id = $1 AND aggregate_type = $2 AND aggregate_id = $3 AND sequence > $4 \
+             ORDER BY sequence"
+        ))
+        .bind(instance.as_uuid())
+        .bind(aggregate_type.as_str())
+        .bind(aggregate_id.as_uuid())
+        .bind(after_sequence)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO eventstore.snapshots \
+               (instance_id, aggregate_type, aggregate_id, sequence, schema_version, state) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (instance_id, aggregate_type, aggregate_id) DO UPDATE \
+               SET sequence = EXCLUDED.sequence, schema_version = EXCLUDED.schema_version, \
+                   state = EXCLUDED.state, created_at = statement_timestamp() \
+             WHERE eventstore.snapshots.sequence <= EXCLUDED.sequence",
+        )
+        .bind(snapshot.instance_id.as_uuid())
+        .bind(snapshot.aggregate_type.as_str())
+        .bind(snapshot.aggregate_id.as_uuid())
+        .bind(snapshot.sequence)
+        .bind(snapshot.schema_version)
+        .bind(&snapshot.state)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn load_snapshot(
+        &self,
+        instance: InstanceId,
+        aggregate_type: &AggregateType,
+        aggregate_id: AggregateId,
+        schema_version: i32,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let row = sqlx::query(
+            "SELECT sequence, state FROM eventstore.snapshots \
+             WHERE instance_id = $1 AND aggregate_type = $2 AND aggregate_id = $3 AND schema_version = $4",
+        )
+        .bind(instance.as_uuid())
+        .bind(aggregate_type.as_str())
+        .bind(aggregate_id.as_uuid())
+        .bind(schema_version)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        row.map(|row| {
+            Ok(Snapshot {
+                instance_id: instance,
+                aggregate_type: aggregate_type.clone(),
+                aggregate_id,
+                sequence: row.try_get(0).map_err(unavailable)?,
+                schema_version,
+                state: row.try_get(1).map_err(unavailable)?,
+            })
+        })
+        .transpose()
+    }
+}
+
+/// Applies all migrations; used by the `migrate` subcommands and at service start.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    cairn_migrations::run(pool).await
+}

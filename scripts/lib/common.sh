@@ -1,0 +1,74 @@
+# Shared by scripts/test, scripts/bench and scripts/up: make sure PostgreSQL and NATS JetStream are
+# reachable on this machine, starting them with the machine's usual commands, or installing them
+# from Debian packages when absent. Sourced, not run.
+
+: "${CAIRN_PG_HOST:=127.0.0.1}"
+: "${CAIRN_PG_PORT:=5432}"
+: "${CAIRN_NATS_PORT:=4222}"
+: "${CAIRN_TEST_DATABASE_URL:=postgres://postgres@${CAIRN_PG_HOST}:${CAIRN_PG_PORT}/postgres}"
+export CAIRN_TEST_DATABASE_URL
+# Build outside the clone so a fresh clone does not rebuild every dependency.
+: "${CARGO_TARGET_DIR:=$HOME/.cache/cairn/target}"
+export CARGO_TARGET_DIR
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# Waits (bounded) until a TCP port accepts connections.
+wait_port() {
+  local host=$1 port=$2 what=$3 i
+  for i in $(seq 1 100); do
+    port_open "$host" "$port" && return 0
+    sleep 0.2 # poll_interval while a server starts
+  done
+  die "$what did not start listening on $host:$port"
+}
+
+apt_install() {
+  command -v apt-get >/dev/null || die "cannot install $*: no apt-get; install it yourself"
+  log "installing $* from Debian packages"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq >/dev/null 2>&1 || true
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_postgres() {
+  port_open "$CAIRN_PG_HOST" "$CAIRN_PG_PORT" && return 0
+  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    apt_install postgresql
+  fi
+  local version
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  log "starting PostgreSQL $version"
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null \
+    || pg_ctlcluster "$version" main start
+  wait_port "$CAIRN_PG_HOST" "$CAIRN_PG_PORT" PostgreSQL
+  # Trust local TCP connections for the postgres user, as the machine's own cluster does.
+  if ! psql "$CAIRN_TEST_DATABASE_URL" -Atc 'select 1' >/dev/null 2>&1; then
+    local hba="/etc/postgresql/$version/main/pg_hba.conf"
+    log "allowing trust auth on 127.0.0.1 in $hba"
+    sed -i 's/^\(host\s\+all\s\+all\s\+127.0.0.1\/32\s\+\)\S\+/\1trust/' "$hba"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main reload 2>/dev/null \
+      || pg_ctlcluster "$version" main reload
+  fi
+}
+
+ensure_nats() {
+  port_open 127.0.0.1 "$CAIRN_NATS_PORT" && return 0
+  command -v nats-server >/dev/null || apt_install nats-server
+  local store=/var/lib/nats-server
+  mkdir -p "$store" 2>/dev/null || store="${TMPDIR:-/tmp}/cairn-nats"
+  mkdir -p "$store"
+  log "starting NATS with JetStream (store $store)"
+  start-stop-daemon --start --oknodo --background --exec "$(command -v nats-server)" -- \
+    -a 127.0.0.1 -p "$CAIRN_NATS_PORT" -js -sd "$store" -l "${store}/nats-server.log" 2>/dev/null \
+    || (nohup nats-server -a 127.0.0.1 -p "$CAIRN_NATS_PORT" -js -sd "$store" >"$store/nats-server.log" 2>&1 &)
+  wait_port 127.0.0.1 "$CAIRN_NATS_PORT" NATS
+}
+
+ensure_psql() {
+  command -v psql >/dev/null || apt_install postgresql-client
+}
