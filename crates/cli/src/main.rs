@@ -8,7 +8,12 @@ use clap::{Parser, Subcommand};
 #[command(version, about, long_about = None)]
 struct Cli {
     /// The PostgreSQL database that holds Cairn's event store and read models.
-    #[arg(long, env = "CAIRN_DATABASE_URL", global = true, default_value = "postgres://postgres@127.0.0.1:5432/cairn")]
+    #[arg(
+        long,
+        env = "CAIRN_DATABASE_URL",
+        global = true,
+        default_value = "postgres://postgres@127.0.0.1:5432/cairn"
+    )]
     database_url: String,
     #[command(subcommand)]
     command: Command,
@@ -36,8 +41,14 @@ async fn main() -> anyhow::Result<()> {
 
 async fn migrate(url: &str, create_database: bool) -> anyhow::Result<()> {
     use sqlx::migrate::MigrateDatabase;
-    if create_database && !sqlx::Postgres::database_exists(url).await.context("checking the database")? {
-        sqlx::Postgres::create_database(url).await.context("creating the database")?;
+    if create_database
+        && !sqlx::Postgres::database_exists(url)
+            .await
+            .context("checking the database")?
+    {
+        sqlx::Postgres::create_database(url)
+            .await
+            .context("creating the database")?;
         eprintln!("created the database");
     }
     let pool = sqlx::postgres::PgPoolOptions::new()
@@ -45,7 +56,9 @@ async fn migrate(url: &str, create_database: bool) -> anyhow::Result<()> {
         .connect(url)
         .await
         .with_context(|| "connecting to CAIRN_DATABASE_URL")?;
-    cairn_migrations::run(&pool).await.context("applying migrations")?;
+    cairn_migrations::run(&pool)
+        .await
+        .context("applying migrations")?;
     let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
         .fetch_one(&pool)
         .await?;
