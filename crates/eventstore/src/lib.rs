@@ -8,6 +8,7 @@
 
 mod error;
 mod filter;
+mod listen;
 mod memory;
 mod pg;
 mod push;
@@ -15,6 +16,7 @@ mod snapshot;
 
 pub use error::StoreError;
 pub use filter::{EventFilter, MAX_FILTER_LIMIT};
+pub use listen::CommitListener;
 pub use memory::MemoryEventStore;
 pub use pg::{NOTIFY_CHANNEL, PgEventStore, migrate};
 pub use push::{AggregatePush, ExpectedSequence, MAX_PAYLOAD_BYTES, Push, UniqueOp};

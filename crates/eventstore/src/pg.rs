@@ -503,6 +503,33 @@ impl EventStore for PgEventStore {
     }
 }
 
+impl PgEventStore {
+    /// How many events lie after `after` (counting at most `cap`), and when the oldest of them was
+    /// committed; for lag metrics. Counts events above the visibility horizon too.
+    pub async fn backlog(
+        &self,
+        after: Position,
+        cap: i64,
+    ) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM eventstore.events \
+                      WHERE (position, in_tx_order) > ($1, $2) LIMIT $3) t), \
+                    (SELECT created_at FROM eventstore.events WHERE (position, in_tx_order) > ($1, $2) \
+                      ORDER BY position, in_tx_order LIMIT 1)",
+        )
+        .bind(after.position)
+        .bind(after.offset)
+        .bind(cap)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok((
+            row.try_get(0).map_err(unavailable)?,
+            row.try_get(1).map_err(unavailable)?,
+        ))
+    }
+}
+
 /// Applies all migrations; used by the `migrate` subcommands and at service start.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     cairn_migrations::run(pool).await

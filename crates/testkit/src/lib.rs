@@ -64,6 +64,37 @@ impl TestDb {
     }
 }
 
+/// The NATS server tests use (`CAIRN_TEST_NATS_URL`, default `nats://127.0.0.1:4222`).
+pub fn nats_url() -> String {
+    std::env::var("CAIRN_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
+/// A stream name and subject prefix of this test's own, so tests can share one NATS server.
+pub fn unique_stream() -> (String, String) {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    (format!("TEST_{id}"), format!("test_{id}.events"))
+}
+
+/// A minimal HTTP/1.1 GET for probing a service's ops endpoints: returns the status and the body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("not an HTTP response: {response:?}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
 /// Polls `check` until it returns `Some`, failing with `what` if `deadline` passes first. The pause
 /// between polls is pacing, not a wait for correctness: the result is decided by `check`.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> anyhow::Result<T>
