@@ -15,6 +15,8 @@ pub struct Settings {
     pub admin_url: String,
     /// How long each measured phase runs.
     pub phase: Duration,
+    /// The NATS server.
+    pub nats_url: String,
 }
 
 impl Settings {
@@ -30,6 +32,7 @@ impl Settings {
         Ok(Self {
             admin_url,
             phase: Duration::from_secs_f64(seconds),
+            nats_url: std::env::var("CAIRN_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned()),
         })
     }
 }

@@ -4,6 +4,7 @@
 
 mod append;
 mod harness;
+mod relay;
 
 use anyhow::Context;
 
@@ -11,10 +12,11 @@ use anyhow::Context;
 async fn main() -> anyhow::Result<()> {
     let group = std::env::args()
         .nth(1)
-        .context("usage: cairn-bench <group>   (groups: append)")?;
+        .context("usage: cairn-bench <group>   (groups: append, relay)")?;
     let settings = harness::Settings::from_env()?;
     match group.as_str() {
         "append" => append::run(&settings).await,
-        other => anyhow::bail!("unknown benchmark group {other:?} (groups: append)"),
+        "relay" => relay::run(&settings).await,
+        other => anyhow::bail!("unknown benchmark group {other:?} (groups: append, relay)"),
     }
 }
