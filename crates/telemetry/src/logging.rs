@@ -1,4 +1,4 @@
-//! JSON logs on stderr, filtered by `RUST_LOG` (default `info`). Messages are lower-case and
+//! JSON logs on stderr, filtered by `RUST_LOG` (default `info,sqlx=warn`). Messages are lower-case and
 //! structured; secrets never appear in fields (spans use `skip_all` and name their fields).
 
 use tracing_subscriber::EnvFilter;
@@ -7,7 +7,7 @@ use tracing_subscriber::fmt::format::FmtSpan;
 /// Installs the global subscriber. Calling it twice is harmless (the second call does nothing), so
 /// tests can start several services in one process.
 pub fn init(service: &'static str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let installed = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
