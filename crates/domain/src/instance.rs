@@ -1,0 +1,204 @@
+//! The instance aggregate: one tenant. It only records the tenant's name and its default
+//! organisation; everything else a tenant owns lives in its own aggregates.
+
+use crate::aggregate::{Aggregate, Decision, EventPayload, accept, empty_payload, event_enum};
+use crate::{AggregateId, DisplayName, DomainError, StoredEvent};
+use serde::{Deserialize, Serialize};
+
+/// `instance.added`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceAdded {
+    /// JSON `name`.
+    pub name: DisplayName,
+    /// JSON `defaultOrgId`, omitted when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_org_id: Option<AggregateId>,
+}
+
+impl EventPayload for InstanceAdded {
+    const EVENT_TYPE: &'static str = "instance.added";
+}
+
+/// `instance.changed`: only the changed fields are present.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceChanged {
+    /// JSON `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<DisplayName>,
+    /// JSON `defaultOrgId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_org_id: Option<AggregateId>,
+}
+
+impl EventPayload for InstanceChanged {
+    const EVENT_TYPE: &'static str = "instance.changed";
+}
+
+empty_payload! {
+    /// `instance.removed`: `{}`.
+    InstanceRemoved = "instance.removed";
+}
+
+event_enum! {
+    /// Every event of the instance aggregate.
+    InstanceEvent {
+        Added(InstanceAdded),
+        Changed(InstanceChanged),
+        Removed(InstanceRemoved),
+    }
+}
+
+/// An instance as rebuilt from its events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    sequence: i64,
+    id: Option<AggregateId>,
+    name: Option<DisplayName>,
+    default_org_id: Option<AggregateId>,
+    removed: bool,
+}
+
+impl Aggregate for Instance {
+    const TYPE: &'static str = "instance";
+    const SNAPSHOT_VERSION: i32 = 1;
+
+    fn apply(&mut self, event: &StoredEvent) -> Result<(), DomainError> {
+        if !accept(self, event)? {
+            return Ok(());
+        }
+        match InstanceEvent::decode(event)? {
+            InstanceEvent::Added(e) => {
+                self.id = Some(event.aggregate_id);
+                self.name = Some(e.name);
+                self.default_org_id = e.default_org_id;
+            }
+            InstanceEvent::Changed(e) => {
+                if let Some(name) = e.name {
+                    self.name = Some(name);
+                }
+                if let Some(org) = e.default_org_id {
+                    self.default_org_id = Some(org);
+                }
+            }
+            InstanceEvent::Removed(_) => self.removed = true,
+        }
+        self.sequence = event.sequence;
+        Ok(())
+    }
+
+    fn sequence(&self) -> i64 {
+        self.sequence
+    }
+}
+
+impl Instance {
+    /// True once added and until removed.
+    pub fn exists(&self) -> bool {
+        self.name.is_some() && !self.removed
+    }
+
+    /// The instance's id, once added.
+    pub fn id(&self) -> Option<AggregateId> {
+        self.id
+    }
+
+    /// The instance's name, once added.
+    pub fn name(&self) -> Option<&DisplayName> {
+        self.name.as_ref()
+    }
+
+    /// The organisation new users land in when none is named.
+    pub fn default_org_id(&self) -> Option<AggregateId> {
+        self.default_org_id
+    }
+
+    fn require(&self) -> Result<(), DomainError> {
+        if self.exists() {
+            Ok(())
+        } else {
+            Err(DomainError::NotFound)
+        }
+    }
+
+    /// Creates the instance; an id used before (even by a removed instance) is refused.
+    pub fn add(
+        &self,
+        name: DisplayName,
+        default_org_id: Option<AggregateId>,
+    ) -> Result<Decision, DomainError> {
+        if self.sequence > 0 {
+            return Err(DomainError::already_exists("instance"));
+        }
+        Decision::none().event(&InstanceAdded { name, default_org_id })
+    }
+
+    /// Changes the name and/or the default organisation; `None` leaves a field as it is, and a
+    /// change that changes nothing is an empty decision.
+    pub fn change(
+        &self,
+        name: Option<DisplayName>,
+        default_org_id: Option<AggregateId>,
+    ) -> Result<Decision, DomainError> {
+        self.require()?;
+        let change = InstanceChanged {
+            name: name.filter(|n| Some(n) != self.name.as_ref()),
+            default_org_id: default_org_id.filter(|o| Some(*o) != self.default_org_id),
+        };
+        if change == InstanceChanged::default() {
+            return Ok(Decision::none());
+        }
+        Decision::none().event(&change)
+    }
+
+    /// Removes the instance.
+    pub fn remove(&self) -> Result<Decision, DomainError> {
+        self.require()?;
+        Decision::none().event(&InstanceRemoved {})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::History;
+
+    fn name(s: &str) -> DisplayName {
+        DisplayName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn lifecycle_and_rebuild() {
+        let id = AggregateId::new();
+        let org = AggregateId::new();
+        let mut h = History::<Instance>::new(id, id);
+        assert_eq!(h.state.change(None, None), Err(DomainError::NotFound));
+        let d = h.run(|i| i.add(name("Acme"), None));
+        assert_eq!(d.event_types(), ["instance.added"]);
+        assert_eq!(d.events[0].1, serde_json::json!({"name": "Acme"}));
+        assert_eq!(h.state.id(), Some(id));
+        assert!(matches!(
+            h.state.add(name("Again"), None),
+            Err(DomainError::AlreadyExists { .. })
+        ));
+
+        assert!(h.state.change(Some(name("Acme")), None).unwrap().is_empty());
+        let d = h.run(|i| i.change(Some(name("Acme AG")), Some(org)));
+        assert_eq!(
+            d.events[0].1,
+            serde_json::json!({"name": "Acme AG", "defaultOrgId": org.to_string()})
+        );
+        assert_eq!(h.state.name().unwrap().as_str(), "Acme AG");
+        assert_eq!(h.state.default_org_id(), Some(org));
+
+        h.run(Instance::remove);
+        assert!(!h.state.exists());
+        assert_eq!(h.state.remove(), Err(DomainError::NotFound));
+        assert!(matches!(
+            h.state.add(name("Reuse"), None),
+            Err(DomainError::AlreadyExists { .. })
+        ));
+        h.assert_rebuild_matches();
+    }
+}
