@@ -1,0 +1,425 @@
+//! One batch of one (projection, instance).
+//!
+//! A step reads the stored position and, outside any transaction, the instance's head and the next
+//! events. Then, in one short transaction: the events are applied (all at once with
+//! `reduce_many` inside a savepoint; if that fails, one by one, each in its own savepoint, so a
+//! failing event is rolled back alone), the position is written with a compare-and-set on the old
+//! one, the lease is checked (fencing: an expired or foreign lease rolls everything back), and the
+//! commit is announced on [`crate::PROJECTION_CHANNEL`]. Reads happen before the transaction and
+//! the transaction commits without waiting for its WAL flush (`synchronous_commit = off`: a
+//! projection that loses its last batch in a crash replays it from the events), so each batch
+//! holds the event store's visibility horizon for as short a time as possible.
+//!
+//! A failed event is recorded in `projection_failed_events` and the batch stops before it; the
+//! next step retries it after a backoff, and after `max_attempts` failures it is marked skipped and
+//! the position moves past it.
+
+use crate::{PROJECTION_CHANNEL, Projection};
+use cairn_domain::{InstanceId, Position, StoredEvent};
+use cairn_eventstore::{EventFilter, EventStore, PgEventStore, StoreError};
+use sqlx::{Acquire, PgConnection, PgPool, Row};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Settings of every worker of a projector.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// The replica id that must hold the lease.
+    pub owner: Uuid,
+    /// Events per batch.
+    pub batch: u32,
+    /// Attempts before a failing event is skipped.
+    pub max_attempts: i32,
+    /// Test hook: every n-th batch is abandoned after its reduce and before its commit, as if the
+    /// process had died there.
+    pub crash_every: Option<u64>,
+}
+
+/// What one step did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The projection is at the instance's head.
+    Idle,
+    /// Events were applied (or skipped over) and the position moved.
+    Progressed {
+        /// Events read in this batch.
+        events: usize,
+        /// The new position.
+        position: Position,
+    },
+    /// An event failed and will be retried after the given pause.
+    Retrying(Duration),
+    /// A rebuild was requested and performed: the read model was reset to position zero.
+    Reset,
+}
+
+/// Why a step could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// This replica does not (or no longer) hold the lease; nothing was committed.
+    #[error("the lease is not held")]
+    LeaseLost,
+    /// Another writer moved the position concurrently; nothing was committed.
+    #[error("the projection state moved concurrently")]
+    Concurrent,
+    /// The test hook abandoned the batch.
+    #[error("batch abandoned by the crash hook")]
+    Crashed,
+    /// PostgreSQL failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Reading events failed.
+    #[error("event store error: {0}")]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone)]
+struct Stored {
+    exists: bool,
+    position: Position,
+    rebuild_requested: bool,
+}
+
+async fn load_state(pool: &PgPool, name: &str, instance: InstanceId) -> Result<Stored, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT position, position_offset, rebuild_requested FROM projections.projection_states \
+         WHERE name = $1 AND instance_id = $2",
+    )
+    .bind(name)
+    .bind(instance.as_uuid())
+    .fetch_optional(pool)
+    .await?;
+    Ok(match row {
+        None => Stored {
+            exists: false,
+            position: Position::ZERO,
+            rebuild_requested: false,
+        },
+        Some(row) => Stored {
+            exists: true,
+            position: Position::new(row.try_get(0)?, row.try_get(1)?),
+            rebuild_requested: row.try_get(2)?,
+        },
+    })
+}
+
+/// Runs one step for `projection` on `instance`. `batches` counts steps for the crash hook.
+pub async fn step(
+    pool: &PgPool,
+    store: &PgEventStore,
+    projection: &dyn Projection,
+    instance: InstanceId,
+    config: &WorkerConfig,
+    batches: &mut u64,
+) -> Result<Step, WorkerError> {
+    let name = projection.name();
+    let state = load_state(pool, name, instance).await?;
+    if state.rebuild_requested {
+        reset(pool, projection, instance, config, &state).await?;
+        return Ok(Step::Reset);
+    }
+    let head = store.head_position(Some(instance)).await?;
+    if state.exists && state.position >= head {
+        return Ok(Step::Idle);
+    }
+    let filter = EventFilter {
+        instance_id: Some(instance),
+        event_types: projection.event_types(),
+        after: state.position,
+        up_to: Some(head),
+        limit: config.batch,
+        ..EventFilter::default()
+    };
+    let events = store.filter(&filter).await?;
+    // Every event up to `head` was visible to this read, so a page that is not full covers them
+    // all: the position may move to the head even past events the projection does not need.
+    let covered_to = if events.len() < config.batch as usize {
+        head
+    } else {
+        events.last().map_or(head, |e| e.position)
+    };
+
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
+
+    let applied = apply(&mut tx, projection, instance, &events, config).await?;
+    let (new_position, last_applied, outcome) = match applied {
+        Applied::All => (covered_to, events.last(), None),
+        Applied::StoppedBefore { index, pause } => {
+            let position = if index == 0 {
+                state.position
+            } else {
+                events[index - 1].position
+            };
+            (
+                position,
+                index.checked_sub(1).and_then(|i| events.get(i)),
+                Some(pause),
+            )
+        }
+    };
+
+    *batches += 1;
+    if config.crash_every.is_some_and(|n| n > 0 && *batches % n == 0) {
+        // Dropping the transaction rolls back the read-model rows and the position together.
+        return Err(WorkerError::Crashed);
+    }
+
+    let status = match outcome {
+        Some(_) => "retrying",
+        None if new_position >= head => "active",
+        None => "catching_up",
+    };
+    write_state(
+        &mut tx,
+        name,
+        instance,
+        &state,
+        new_position,
+        last_applied,
+        status,
+    )
+    .await?;
+    fence(&mut tx, name, instance, config.owner).await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(PROJECTION_CHANNEL)
+        .bind(format!("{name}:{instance}:{new_position}"))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+
+    Ok(match outcome {
+        Some(pause) if new_position == state.position => Step::Retrying(pause),
+        _ => Step::Progressed {
+            events: events.len(),
+            position: new_position,
+        },
+    })
+}
+
+enum Applied {
+    All,
+    /// The event at `index` failed and will be retried; everything before it was applied.
+    StoppedBefore {
+        index: usize,
+        pause: Duration,
+    },
+}
+
+async fn apply(
+    tx: &mut PgConnection,
+    projection: &dyn Projection,
+    instance: InstanceId,
+    events: &[StoredEvent],
+    config: &WorkerConfig,
+) -> Result<Applied, WorkerError> {
+    if events.is_empty() {
+        return Ok(Applied::All);
+    }
+    sqlx::query("SAVEPOINT batch").execute(&mut *tx).await?;
+    match projection.reduce_many(&mut *tx, events).await {
+        Ok(()) => {
+            sqlx::query("RELEASE SAVEPOINT batch").execute(&mut *tx).await?;
+            return Ok(Applied::All);
+        }
+        Err(error) => {
+            tracing::debug!(projection = projection.name(), %error, "batch failed; isolating the failing event");
+            sqlx::query("ROLLBACK TO SAVEPOINT batch")
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    for (index, event) in events.iter().enumerate() {
+        sqlx::query("SAVEPOINT event").execute(&mut *tx).await?;
+        match projection.reduce(&mut *tx, event).await {
+            Ok(()) => {
+                sqlx::query("RELEASE SAVEPOINT event").execute(&mut *tx).await?;
+            }
+            Err(error) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT event")
+                    .execute(&mut *tx)
+                    .await?;
+                let attempts =
+                    record_failure(tx, projection.name(), instance, event, &error.to_string(), config)
+                        .await?;
+                tracing::warn!(
+                    projection = projection.name(),
+                    %instance,
+                    position = %event.position,
+                    event_type = %event.event_type,
+                    attempts,
+                    %error,
+                    "reduce failed"
+                );
+                if attempts < config.max_attempts {
+                    let pause = Duration::from_millis(100 * 2_u64.pow(attempts.clamp(0, 6) as u32));
+                    return Ok(Applied::StoppedBefore { index, pause });
+                }
+                // Out of attempts: skipped (recorded), and the batch goes on.
+            }
+        }
+    }
+    Ok(Applied::All)
+}
+
+async fn record_failure(
+    tx: &mut PgConnection,
+    name: &str,
+    instance: InstanceId,
+    event: &StoredEvent,
+    error: &str,
+    config: &WorkerConfig,
+) -> Result<i32, sqlx::Error> {
+    let data = serde_json::to_value(event).unwrap_or(serde_json::Value::Null);
+    sqlx::query_scalar(
+        "INSERT INTO projections.projection_failed_events \
+           (projection_name, instance_id, position, position_offset, aggregate_type, aggregate_id, sequence, \
+            event_type, failure_count, error, event_data, status, first_failed_at, last_failed_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10, \
+                 CASE WHEN $11 <= 1 THEN 'skipped' ELSE 'retrying' END, clock_timestamp(), clock_timestamp()) \
+         ON CONFLICT (projection_name, instance_id, position, position_offset) DO UPDATE \
+           SET failure_count = projection_failed_events.failure_count + 1, error = EXCLUDED.error, \
+               last_failed_at = clock_timestamp(), \
+               status = CASE WHEN projection_failed_events.failure_count + 1 >= $11 THEN 'skipped' ELSE 'retrying' END \
+         RETURNING failure_count",
+    )
+    .bind(name)
+    .bind(instance.as_uuid())
+    .bind(event.position.position)
+    .bind(event.position.offset)
+    .bind(event.aggregate_type.as_str())
+    .bind(event.aggregate_id.as_uuid())
+    .bind(event.sequence)
+    .bind(event.event_type.as_str())
+    .bind(error)
+    .bind(data)
+    .bind(config.max_attempts)
+    .fetch_one(&mut *tx)
+    .await
+}
+
+async fn write_state(
+    tx: &mut PgConnection,
+    name: &str,
+    instance: InstanceId,
+    old: &Stored,
+    position: Position,
+    last: Option<&StoredEvent>,
+    status: &str,
+) -> Result<(), WorkerError> {
+    // A rebuild shows as `rebuilding` until it has caught up.
+    let status_update = "status = CASE WHEN $9 = 'catching_up' AND status = 'rebuilding' THEN 'rebuilding' \
+                                       WHEN $9 = 'catching_up' THEN 'active' ELSE $9 END";
+    let error_update = "error_count = (SELECT count(*) FROM projections.projection_failed_events f \
+                          WHERE f.projection_name = $1 AND f.instance_id = $2), \
+                        last_error = (SELECT f.error FROM projections.projection_failed_events f \
+                          WHERE f.projection_name = $1 AND f.instance_id = $2 ORDER BY f.last_failed_at DESC LIMIT 1)";
+    let error_select = "(SELECT count(*) FROM projections.projection_failed_events f \
+                          WHERE f.projection_name = $1 AND f.instance_id = $2), \
+                        (SELECT f.error FROM projections.projection_failed_events f \
+                          WHERE f.projection_name = $1 AND f.instance_id = $2 ORDER BY f.last_failed_at DESC LIMIT 1)";
+    let sql = if old.exists {
+        format!(
+            "UPDATE projections.projection_states SET position = $3, position_offset = $4, \
+               aggregate_type = coalesce($5, aggregate_type), aggregate_id = coalesce($6, aggregate_id), \
+               sequence = coalesce($7, sequence), event_timestamp = coalesce($8, event_timestamp), \
+               last_processed_at = clock_timestamp(), {status_update}, {error_update} \
+             WHERE name = $1 AND instance_id = $2 AND position = $10 AND position_offset = $11 \
+               AND NOT rebuild_requested"
+        )
+    } else {
+        format!(
+            "INSERT INTO projections.projection_states (name, instance_id, position, position_offset, \
+               aggregate_type, aggregate_id, sequence, event_timestamp, last_processed_at, status, \
+               error_count, last_error) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, clock_timestamp(), \
+                    CASE WHEN $9 = 'retrying' THEN 'retrying' ELSE 'active' END, {error_select} \
+             WHERE $10::bigint = 0 AND $11::int = 0 \
+             ON CONFLICT (name, instance_id) DO NOTHING"
+        )
+    };
+    let written = sqlx::query(&sql)
+        .bind(name)
+        .bind(instance.as_uuid())
+        .bind(position.position)
+        .bind(position.offset)
+        .bind(last.map(|e| e.aggregate_type.to_string()))
+        .bind(last.map(|e| e.aggregate_id.as_uuid()))
+        .bind(last.map(|e| e.sequence))
+        .bind(last.map(|e| e.created_at))
+        .bind(status)
+        .bind(old.position.position)
+        .bind(old.position.offset)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if written == 1 {
+        Ok(())
+    } else {
+        Err(WorkerError::Concurrent)
+    }
+}
+
+/// Fencing: the lease must still be ours, by the database's clock, at the end of the batch. The
+/// row lock this takes is held until commit, so nobody can take the lease in between.
+async fn fence(
+    tx: &mut PgConnection,
+    name: &str,
+    instance: InstanceId,
+    owner: Uuid,
+) -> Result<(), WorkerError> {
+    let held = sqlx::query(
+        "UPDATE projection_locks SET expires_at = expires_at \
+         WHERE projection_name = $1 AND instance_id = $2 AND owner_id = $3 AND expires_at > clock_timestamp()",
+    )
+    .bind(name)
+    .bind(instance.as_uuid())
+    .bind(owner)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if held == 1 {
+        Ok(())
+    } else {
+        Err(WorkerError::LeaseLost)
+    }
+}
+
+/// Performs a requested rebuild: deletes the instance's read-model rows and moves the position back
+/// to zero, in one fenced transaction; the following steps replay from the beginning.
+async fn reset(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    instance: InstanceId,
+    config: &WorkerConfig,
+    state: &Stored,
+) -> Result<(), WorkerError> {
+    let name = projection.name();
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    projection.reset(&mut tx, instance).await?;
+    sqlx::query(
+        "UPDATE projections.projection_states SET position = 0, position_offset = 0, aggregate_type = NULL, \
+           aggregate_id = NULL, sequence = NULL, event_timestamp = NULL, status = 'rebuilding', \
+           rebuild_requested = false, rebuild_target = NULL, last_processed_at = clock_timestamp() \
+         WHERE name = $1 AND instance_id = $2",
+    )
+    .bind(name)
+    .bind(instance.as_uuid())
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "DELETE FROM projections.projection_failed_events WHERE projection_name = $1 AND instance_id = $2",
+    )
+    .bind(name)
+    .bind(instance.as_uuid())
+    .execute(&mut *tx)
+    .await?;
+    fence(&mut tx, name, instance, config.owner).await?;
+    tx.commit().await?;
+    tracing::info!(projection = name, %instance, from = %state.position, "projection reset for a rebuild");
+    Ok(())
+}
