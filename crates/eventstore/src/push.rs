@@ -2,7 +2,7 @@
 //! before touching storage.
 
 use crate::StoreError;
-use cairn_domain::{AggregateId, AggregateType, EventDraft, InstanceId};
+use cairn_domain::{AggregateId, AggregateType, Decision, EventDraft, InstanceId, UniqueChange};
 use std::collections::HashSet;
 
 /// The largest accepted payload, serialised.
@@ -87,6 +87,49 @@ impl Push {
             }],
             unique_ops: Vec::new(),
         }
+    }
+
+    /// The push for one aggregate's [`Decision`]: its events (in order, attributed to `creator` and
+    /// owned by `resource_owner`) and its unique claims and releases, scoped to `instance_id`.
+    pub fn from_decision(
+        instance_id: InstanceId,
+        aggregate_type: AggregateType,
+        aggregate_id: AggregateId,
+        expected: ExpectedSequence,
+        decision: Decision,
+        creator: &str,
+        resource_owner: AggregateId,
+    ) -> Self {
+        let events = decision
+            .events
+            .into_iter()
+            .map(|(event_type, payload)| EventDraft::new(event_type, payload, creator, resource_owner))
+            .collect();
+        let mut push = Self::single(instance_id, aggregate_type, aggregate_id, expected, events);
+        push.unique_ops = decision
+            .unique
+            .into_iter()
+            .map(|change| match change {
+                UniqueChange::Claim { kind, value } => UniqueOp::Add {
+                    instance_id,
+                    unique_type: kind.to_owned(),
+                    value,
+                },
+                UniqueChange::Release { kind, value } => UniqueOp::Remove {
+                    instance_id,
+                    unique_type: kind.to_owned(),
+                    value,
+                },
+            })
+            .collect();
+        push
+    }
+
+    /// Adds another aggregate's events and unique operations to this push (one transaction).
+    pub fn and(mut self, other: Push) -> Self {
+        self.aggregates.extend(other.aggregates);
+        self.unique_ops.extend(other.unique_ops);
+        self
     }
 
     /// Adds a unique-constraint operation.

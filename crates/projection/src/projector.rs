@@ -176,7 +176,10 @@ impl Projector {
         let mut held = self.leases.renew_all().await?;
         let me = self.leases.owner();
         for projection in &self.projections {
-            let live = live_by_projection.get(projection.name()).cloned().unwrap_or_default();
+            let live = live_by_projection
+                .get(projection.name())
+                .cloned()
+                .unwrap_or_default();
             for instance in known.iter().copied() {
                 let key = (projection.name().to_owned(), instance);
                 let desired = rendezvous(&live, projection.name(), instance);

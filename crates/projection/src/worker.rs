@@ -163,7 +163,10 @@ pub async fn step(
     };
 
     *batches += 1;
-    if config.crash_every.is_some_and(|n| n > 0 && (*batches).is_multiple_of(n)) {
+    if config
+        .crash_every
+        .is_some_and(|n| n > 0 && (*batches).is_multiple_of(n))
+    {
         // Dropping the transaction rolls back the read-model rows and the position together.
         return Err(WorkerError::Crashed);
     }

@@ -62,12 +62,7 @@ impl User {
             }
             UserEvent::EmailVerified(e) => {
                 let human = self.human_mut()?;
-                let verified = e.email.normalized();
-                for email in &mut human.profile.emails {
-                    if email.value.normalized() == verified {
-                        email.verified = true;
-                    }
-                }
+                human.profile.mark_verified(&e.email);
                 human.code = None;
             }
             UserEvent::EmailVerificationFailed(e) => {
@@ -127,9 +122,19 @@ impl Human {
 }
 
 impl HumanProfile {
+    /// Marks every entry with `email`'s address (compared normalised) as verified.
+    pub fn mark_verified(&mut self, email: &EmailAddress) {
+        let verified = email.normalized();
+        for entry in &mut self.emails {
+            if entry.value.normalized() == verified {
+                entry.verified = true;
+            }
+        }
+    }
+
     /// Replaces the primary address (unverified); another entry with the same address is dropped
     /// so the list keeps no duplicates.
-    pub(crate) fn set_primary_email(&mut self, email: EmailAddress) {
+    pub fn set_primary_email(&mut self, email: EmailAddress) {
         let new = email.normalized();
         self.emails.retain(|e| e.primary || e.value.normalized() != new);
         match self.emails.iter_mut().find(|e| e.primary) {
@@ -151,7 +156,7 @@ impl HumanProfile {
 
     /// Replaces or removes the primary phone number; after a removal the first remaining number
     /// becomes primary.
-    pub(crate) fn set_primary_phone(&mut self, phone: Option<PhoneNumber>) {
+    pub fn set_primary_phone(&mut self, phone: Option<PhoneNumber>) {
         match phone {
             Some(value) => match self.phone_numbers.iter_mut().find(|p| p.primary) {
                 Some(primary) => primary.value = value,

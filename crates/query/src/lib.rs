@@ -1,0 +1,6 @@
+//! The read side: row types of the read models ([`rows`]) and read-your-writes ([`wait`]).
+
+pub mod rows;
+pub mod wait;
+
+pub use wait::{PositionWaiter, WaitError};

@@ -1,0 +1,141 @@
+//! Read-your-writes. Every command returns the position of its last event; a query that carries
+//! it waits here until the projections it reads have reached that position for the instance.
+//!
+//! One [`PositionWaiter`] per process `LISTEN`s on the projectors' commit channel
+//! (`cairn_projections`) and wakes waiters, which re-check `projection_states`: no waiter ever
+//! sleeps a fixed time, and a timeout is a typed error the APIs turn into `DEADLINE_EXCEEDED` /
+//! `503`. A notification is only a hint; the state table is the answer, so a lost notification
+//! costs at most one re-check interval.
+
+use cairn_domain::{InstanceId, Position};
+use cairn_projection::PROJECTION_CHANNEL;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Why a wait ended without the position being reached.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    /// The projections did not reach the position in time.
+    #[error("projections {projections:?} did not reach position {position} within {timeout:?}")]
+    Timeout {
+        /// The projections waited for.
+        projections: Vec<String>,
+        /// The position waited for.
+        position: Position,
+        /// How long was waited.
+        timeout: Duration,
+    },
+    /// PostgreSQL failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Waits for projection positions, woken by projector commits.
+#[derive(Clone, Debug)]
+pub struct PositionWaiter {
+    pool: PgPool,
+    commits: watch::Receiver<u64>,
+}
+
+impl PositionWaiter {
+    /// Starts the listener task (it ends with `shutdown`).
+    pub fn start(pool: PgPool, shutdown: CancellationToken) -> Self {
+        let (tx, rx) = watch::channel(0_u64);
+        tokio::spawn(listen(pool.clone(), tx, shutdown));
+        Self { pool, commits: rx }
+    }
+
+    /// Returns once every projection in `projections` has reached `position` for `instance`, or
+    /// [`WaitError::Timeout`] after `timeout`.
+    pub async fn wait_for_position(
+        &self,
+        projections: &[&str],
+        instance: InstanceId,
+        position: Position,
+        timeout: Duration,
+    ) -> Result<(), WaitError> {
+        if position.is_zero() || projections.is_empty() {
+            return Ok(());
+        }
+        let mut commits = self.commits.clone();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            commits.borrow_and_update();
+            if self.reached(projections, instance, position).await? {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = commits.changed() => {}
+                // re-check on a slow timer too: a notification lost while reconnecting only delays
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {} // poll_interval
+                _ = tokio::time::sleep_until(deadline) => {
+                    if self.reached(projections, instance, position).await? {
+                        return Ok(());
+                    }
+                    return Err(WaitError::Timeout {
+                        projections: projections.iter().map(|p| (*p).to_owned()).collect(),
+                        position,
+                        timeout,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn reached(
+        &self,
+        projections: &[&str],
+        instance: InstanceId,
+        position: Position,
+    ) -> Result<bool, sqlx::Error> {
+        let reached: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM projections.projection_states \
+             WHERE name = ANY($1) AND instance_id = $2 AND (position, position_offset) >= ($3, $4)",
+        )
+        .bind(projections)
+        .bind(instance.as_uuid())
+        .bind(position.position)
+        .bind(position.offset)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(reached == projections.len() as i64)
+    }
+}
+
+async fn listen(pool: PgPool, tx: watch::Sender<u64>, shutdown: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    while !shutdown.is_cancelled() {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for projection commits; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {} // retry backoff
+                    _ = shutdown.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if listener.listen(PROJECTION_CHANNEL).await.is_err() {
+            continue;
+        }
+        backoff = Duration::from_millis(100);
+        tx.send_modify(|n| *n += 1);
+        loop {
+            tokio::select! {
+                notification = listener.recv() => match notification {
+                    Ok(_) => tx.send_modify(|n| *n += 1),
+                    Err(error) => {
+                        tracing::warn!(%error, "projection listener lost its connection; reconnecting");
+                        break;
+                    }
+                },
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
