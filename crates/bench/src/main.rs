@@ -4,6 +4,7 @@
 
 mod append;
 mod harness;
+mod projector;
 mod relay;
 
 use anyhow::Context;
@@ -12,11 +13,12 @@ use anyhow::Context;
 async fn main() -> anyhow::Result<()> {
     let group = std::env::args()
         .nth(1)
-        .context("usage: cairn-bench <group>   (groups: append, relay)")?;
+        .context("usage: cairn-bench <group>   (groups: append, relay, projector)")?;
     let settings = harness::Settings::from_env()?;
     match group.as_str() {
         "append" => append::run(&settings).await,
         "relay" => relay::run(&settings).await,
-        other => anyhow::bail!("unknown benchmark group {other:?} (groups: append, relay)"),
+        "projector" => projector::run(&settings).await,
+        other => anyhow::bail!("unknown benchmark group {other:?} (groups: append, relay, projector)"),
     }
 }
