@@ -6,7 +6,14 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let files = ["cairn/eventstore/v1/eventstore.proto"];
+    let files = [
+        "cairn/eventstore/v1/eventstore.proto",
+        "cairn/common/v1/common.proto",
+        "cairn/user/v1/user.proto",
+        "cairn/group/v1/group.proto",
+        "cairn/org/v1/org.proto",
+        "cairn/admin/v1/admin.proto",
+    ];
     let fds = protox::compile(files, [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("cairn_descriptor.bin"), fds.encode_to_vec())?;

@@ -11,3 +11,38 @@ pub mod eventstore {
         tonic::include_proto!("cairn.eventstore.v1");
     }
 }
+
+/// `cairn.common.v1`: types shared by the APIs.
+pub mod common {
+    pub mod v1 {
+        tonic::include_proto!("cairn.common.v1");
+    }
+}
+
+/// `cairn.user.v1`: users.
+pub mod user {
+    pub mod v1 {
+        tonic::include_proto!("cairn.user.v1");
+    }
+}
+
+/// `cairn.group.v1`: groups and members.
+pub mod group {
+    pub mod v1 {
+        tonic::include_proto!("cairn.group.v1");
+    }
+}
+
+/// `cairn.org.v1`: organisations and domains.
+pub mod org {
+    pub mod v1 {
+        tonic::include_proto!("cairn.org.v1");
+    }
+}
+
+/// `cairn.admin.v1`: instance administration.
+pub mod admin {
+    pub mod v1 {
+        tonic::include_proto!("cairn.admin.v1");
+    }
+}

@@ -1,5 +1,6 @@
 //! The read side: row types of the read models ([`rows`]) and read-your-writes ([`wait`]).
 
+pub mod reads;
 pub mod rows;
 pub mod wait;
 

@@ -31,7 +31,9 @@ impl Projection for GroupsProjection {
     }
 
     fn event_types(&self) -> Vec<cairn_domain::EventType> {
-        types(GroupEvent::EVENT_TYPES)
+        let mut names = GroupEvent::EVENT_TYPES.to_vec();
+        names.push("user.removed");
+        types(&names)
     }
 
     fn reduce<'a>(
@@ -42,6 +44,20 @@ impl Projection for GroupsProjection {
         Box::pin(async move {
             let instance = event.instance_id.as_uuid();
             let group = event.aggregate_id.as_uuid();
+            if event.event_type.as_str() == "user.removed" {
+                // A removed user is no member of anything, even where no member.removed was written.
+                sqlx::query(
+                    "WITH gone AS (DELETE FROM projections.group_members WHERE instance_id = $1 AND user_id = $2 \
+                                   RETURNING group_id) \
+                     UPDATE projections.groups g SET member_count = g.member_count - 1 \
+                       FROM gone WHERE g.instance_id = $1 AND g.id = gone.group_id",
+                )
+                .bind(instance)
+                .bind(group)
+                .execute(&mut *conn)
+                .await?;
+                return Ok(());
+            }
             match GroupEvent::decode(event).map_err(rejected)? {
                 GroupEvent::Added(e) => {
                     sqlx::query(

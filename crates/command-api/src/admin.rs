@@ -1,0 +1,358 @@
+//! `cairn.admin.v1.AdminService`: the instance, tokens, SMTP settings, projections.
+
+use crate::api::Api;
+use crate::auth::{NewToken, Permission, Role, store_token};
+use crate::convert::{Parser, from_timestamp, opt, timestamp};
+use crate::error::ApiError;
+use crate::users::visible_user;
+use cairn_domain::AggregateId;
+use cairn_proto::admin::v1 as pb;
+use cairn_proto::admin::v1::admin_service_server::AdminService;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use tonic::{Request, Response, Status};
+
+/// The admin service.
+#[derive(Clone)]
+pub struct Admin {
+    api: Api,
+}
+
+impl Admin {
+    /// The service over `api`.
+    pub fn new(api: Api) -> Self {
+        Self { api }
+    }
+}
+
+fn token_from_row(row: &sqlx::postgres::PgRow) -> Result<pb::Token, sqlx::Error> {
+    let ts = |v: Option<DateTime<Utc>>| v.map(timestamp);
+    Ok(pb::Token {
+        id: row.try_get("id")?,
+        principal_id: row.try_get::<uuid::Uuid, _>("principal_id")?.to_string(),
+        org_id: row
+            .try_get::<Option<uuid::Uuid>, _>("org_id")?
+            .map(|o| o.to_string())
+            .unwrap_or_default(),
+        roles: row.try_get("roles")?,
+        description: row
+            .try_get::<Option<String>, _>("description")?
+            .unwrap_or_default(),
+        created_at: ts(row.try_get("created_at")?),
+        expires_at: ts(row.try_get("expires_at")?),
+        revoked_at: ts(row.try_get("revoked_at")?),
+        kind: row.try_get("kind")?,
+    })
+}
+
+const TOKEN_COLUMNS: &str =
+    "id, principal_id, org_id, roles, description, created_at, expires_at, revoked_at, kind";
+
+#[tonic::async_trait]
+impl AdminService for Admin {
+    async fn get_instance(
+        &self,
+        request: Request<pb::GetInstanceRequest>,
+    ) -> Result<Response<pb::GetInstanceResponse>, Status> {
+        let caller = self.api.caller(&request).await?;
+        caller.require(Permission::Read)?;
+        let instance: cairn_domain::Instance = self
+            .api
+            .exec
+            .load(
+                caller.instance_id,
+                AggregateId::from_uuid(caller.instance_id.as_uuid()),
+            )
+            .await?;
+        Ok(Response::new(pb::GetInstanceResponse {
+            instance_id: caller.instance_id.to_string(),
+            name: instance.name().map(|n| n.to_string()).unwrap_or_default(),
+            default_org_id: instance
+                .default_org_id()
+                .map(|o| o.to_string())
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let caller = self.api.caller(&request).await?;
+        caller.require(Permission::AdministerInstance)?;
+        let req = request.into_inner();
+        let mut p = Parser::default();
+        let principal = p.id("principal_id", &req.principal_id);
+        let org = opt(&req.org_id).and_then(|o| p.parse("org_id", o.parse::<AggregateId>()));
+        p.finish()?;
+        let principal = principal.ok_or_else(|| ApiError::invalid("principal_id", "is required"))?;
+        let user = visible_user(&self.api, &caller, principal).await?;
+        let roles = req
+            .roles
+            .iter()
+            .map(|r| r.parse::<Role>())
+            .collect::<Result<Vec<_>, _>>()?;
+        if roles.is_empty() {
+            return Err(ApiError::invalid("roles", "name at least one role").into());
+        }
+        let kind = match req.kind.as_str() {
+            "" | "api" => "api",
+            "scim" => "scim",
+            other => return Err(ApiError::invalid("kind", format!("{other:?} is not api or scim")).into()),
+        };
+        let expires_at = req.expires_at.as_ref().and_then(from_timestamp);
+        if expires_at.is_some_and(|at| at <= self.api.exec.clock.now()) {
+            return Err(ApiError::invalid("expires_at", "must be in the future").into());
+        }
+        let org_id = org.or(caller.org_id).or(if roles.contains(&Role::InstanceAdmin) {
+            None
+        } else {
+            user.org_id()
+        });
+        let mut tx = self.api.exec.pool.begin().await.map_err(ApiError::from)?;
+        let (id, secret) = store_token(
+            &mut tx,
+            &NewToken {
+                instance_id: caller.instance_id,
+                org_id,
+                principal_id: principal,
+                kind,
+                roles,
+                description: opt(&req.description),
+                expires_at,
+            },
+        )
+        .await?;
+        let row = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM api.tokens WHERE id = $1"))
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(ApiError::from)?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::CreateTokenResponse {
+            token: Some(token_from_row(&row).map_err(ApiError::from)?),
+            secret: secret.to_string(),
+        }))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        let caller = self.api.caller(&request).await?;
+        caller.require(Permission::AdministerInstance)?;
+        let req = request.into_inner();
+        let principal = opt(&req.principal_id)
+            .map(|p| {
+                p.parse::<uuid::Uuid>()
+                    .map_err(|e| ApiError::invalid("principal_id", e.to_string()))
+            })
+            .transpose()?;
+        let rows = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api.tokens WHERE instance_id = $1 AND ($2::uuid IS NULL OR principal_id = $2) \
+             AND ($3 OR revoked_at IS NULL) ORDER BY created_at"
+        ))
+        .bind(caller.instance_id.as_uuid())
+        .bind(principal)
+        .bind(req.include_revoked)
+        .fetch_all(&self.api.exec.pool)
+        .await
+        .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListTokensResponse {
+            tokens: rows
+                .iter()
+                .map(token_from_row)
+                .collect::<Result<_, _>>()
+                .map_err(ApiError::from)?,
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        let caller = self.api.caller(&request).await?;
+        caller.require(Permission::AdministerInstance)?;
+        let req = request.into_inner();
+        let row = sqlx::query(&format!(
+            "UPDATE api.tokens SET revoked_at = coalesce(revoked_at, clock_timestamp()) \
+             WHERE id = $1 AND instance_id = $2 RETURNING {TOKEN_COLUMNS}"
+        ))
+        .bind(&req.token_id)
+        .bind(caller.instance_id.as_uuid())
+        .fetch_optional(&self.api.exec.pool)
+        .await
+        .map_err(ApiError::from)?
+        .ok_or(ApiError::NotFound("token"))?;
+        Ok(Response::new(pb::RevokeTokenResponse {
+            token: Some(token_from_row(&row).map_err(ApiError::from)?),
+        }))
+    }
+
+    async fn set_smtp_settings(
+        &self,
+        request: Request<pb::SetSmtpSettingsRequest>,
+    ) -> Result<Response<pb::SmtpSettingsResponse>, Status> {
+        let caller = self.api.caller(&request).await?;
+        caller.require(Permission::AdministerInstance)?;
+        let settings = request.into_inner().settings.unwrap_or_default();
+        let mut p = Parser::default();
+        if settings.host.trim().is_empty() || settings.host.len() > 253 {
+            p.fail("settings.host", "must be 1 to 253 characters");
+        }
+        if settings.port == 0 || settings.port > 65535 {
+            p.fail("settings.port", "must be between 1 and 65535");
+        }
+        p.parse(
+            "settings.from_address",
+            cairn_domain::EmailAddress::parse(settings.from_address.clone()),
+        );
+        if !settings.reply_to.is_empty() {
+            p.parse(
+                "settings.reply_to",
+                cairn_domain::EmailAddress::parse(settings.reply_to.clone()),
+            );
+        }
+        let tls = match pb::SmtpTls::try_from(settings.tls).unwrap_or_default() {
+            pb::SmtpTls::None => "none",
+            pb::SmtpTls::Starttls | pb::SmtpTls::Unspecified => "starttls",
+            pb::SmtpTls::Implicit => "implicit",
+        };
+        p.finish()?;
+        let aad = smtp_aad(caller.instance_id);
+        let sealed = if settings.password.is_empty() {
+            None
+        } else {
+            let sealed = self
+                .api
+                .keys
+                .encrypt_str(&settings.password, &aad)
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            Some(serde_json::to_value(sealed).map_err(|e| ApiError::Internal(e.to_string()))?)
+        };
+        sqlx::query(
+            "INSERT INTO api.smtp_settings (instance_id, host, port, tls, username, password, from_address, from_name, reply_to) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (instance_id) DO UPDATE SET host = EXCLUDED.host, port = EXCLUDED.port, tls = EXCLUDED.tls, \
+               username = EXCLUDED.username, password = coalesce(EXCLUDED.password, api.smtp_settings.password), \
+               from_address = EXCLUDED.from_address, from_name = EXCLUDED.from_name, reply_to = EXCLUDED.reply_to, \
+               changed_at = clock_timestamp()",
+        )
+        .bind(caller.instance_id.as_uuid())
+        .bind(settings.host.trim())
+        .bind(settings.port as i32)
+        .bind(tls)
+        .bind(opt(&settings.user))
+        .bind(sealed)
+        .bind(&settings.from_address)
+        .bind(opt(&settings.from_name))
+        .bind(opt(&settings.reply_to))
+        .execute(&self.api.exec.pool)
+        .await
+        .map_err(ApiError::from)?;
+        self.read_smtp(caller.instance_id).await
+    }
+
+    async fn get_smtp_settings(
+        &self,
+        request: Request<pb::GetSmtpSettingsRequest>,
+    ) -> Result<Response<pb::SmtpSettingsResponse>, Status> {
+        let caller = self.api.caller(&request).await?;
+        caller.require(Permission::AdministerInstance)?;
+        self.read_smtp(caller.instance_id).await
+    }
+
+    async fn get_projection_health(
+        &self,
+        request: Request<pb::GetProjectionHealthRequest>,
+    ) -> Result<Response<pb::GetProjectionHealthResponse>, Status> {
+        let caller = self.api.caller(&request).await?;
+        caller.require(Permission::AdministerInstance)?;
+        let rows = cairn_projection::health::report(&self.api.exec.pool, Some(caller.instance_id.as_uuid()))
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::GetProjectionHealthResponse {
+            projections: rows
+                .into_iter()
+                .map(|h| pb::ProjectionHealth {
+                    projection: h.projection,
+                    instance_id: h.instance_id.to_string(),
+                    position: h.position,
+                    lag_events: h.lag_events,
+                    lag_seconds: h.lag_seconds,
+                    status: h.status,
+                    error_count: h.error_count,
+                    last_error: h.last_error.unwrap_or_default(),
+                    skipped_events: h.skipped_events,
+                    lease_owner: h.lease_owner.map(|o| o.to_string()).unwrap_or_default(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn reset_projection(
+        &self,
+        request: Request<pb::ResetProjectionRequest>,
+    ) -> Result<Response<pb::ResetProjectionResponse>, Status> {
+        let caller = self.api.caller(&request).await?;
+        caller.require(Permission::AdministerInstance)?;
+        let req = request.into_inner();
+        if !cairn_readmodel::all().iter().any(|p| p.name() == req.projection) {
+            return Err(ApiError::invalid("projection", "unknown projection").into());
+        }
+        let marked = cairn_projection::health::request_rebuild(
+            &self.api.exec.pool,
+            &req.projection,
+            Some(caller.instance_id.as_uuid()),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ResetProjectionResponse { marked }))
+    }
+}
+
+/// The AAD that binds an SMTP password to its instance.
+pub fn smtp_aad(instance: cairn_domain::InstanceId) -> Vec<u8> {
+    cairn_secrets::aad(&[b"smtp-password", instance.as_uuid().as_bytes()])
+}
+
+impl Admin {
+    async fn read_smtp(
+        &self,
+        instance: cairn_domain::InstanceId,
+    ) -> Result<Response<pb::SmtpSettingsResponse>, Status> {
+        let row = sqlx::query(
+            "SELECT host, port, tls, username, password IS NOT NULL AS has_password, from_address, from_name, reply_to \
+             FROM api.smtp_settings WHERE instance_id = $1",
+        )
+        .bind(instance.as_uuid())
+        .fetch_optional(&self.api.exec.pool)
+        .await
+        .map_err(ApiError::from)?
+        .ok_or(ApiError::NotFound("smtp settings"))?;
+        let get = |name: &str| -> Result<String, ApiError> {
+            Ok(row
+                .try_get::<Option<String>, _>(name)
+                .map_err(ApiError::from)?
+                .unwrap_or_default())
+        };
+        let tls: String = row.try_get("tls").map_err(ApiError::from)?;
+        Ok(Response::new(pb::SmtpSettingsResponse {
+            settings: Some(pb::SmtpSettings {
+                host: get("host")?,
+                port: row.try_get::<i32, _>("port").map_err(ApiError::from)? as u32,
+                tls: match tls.as_str() {
+                    "none" => pb::SmtpTls::None,
+                    "implicit" => pb::SmtpTls::Implicit,
+                    _ => pb::SmtpTls::Starttls,
+                } as i32,
+                user: get("username")?,
+                from_address: get("from_address")?,
+                from_name: get("from_name")?,
+                reply_to: get("reply_to")?,
+                password: String::new(),
+                has_password: row.try_get("has_password").map_err(ApiError::from)?,
+            }),
+        }))
+    }
+}

@@ -1,0 +1,273 @@
+//! The `command-api` service: the gRPC APIs for organisations, users, groups and administration
+//! (tonic, with health and reflection) and the REST endpoints for email verification and projection
+//! health (axum), over the event store (writes) and the read models (queries).
+//!
+//! - [`auth`]: bearer tokens → caller, roles, scope.
+//! - [`exec`]: commands — load, decide, push with the expected sequence, idempotency.
+//! - [`users`], [`groups`], [`orgs`], [`admin`]: the services; [`rest`]: the REST routes.
+//! - [`bootstrap`]: the first instance and its admin token.
+
+pub mod admin;
+pub mod api;
+pub mod auth;
+pub mod bootstrap;
+pub mod convert;
+pub mod email;
+pub mod error;
+pub mod exec;
+pub mod groups;
+pub mod orgs;
+pub mod rest;
+pub mod users;
+
+use anyhow::Context;
+use cairn_domain::{Clock, SystemClock};
+use cairn_eventstore::PgEventStore;
+use cairn_proto::admin::v1::admin_service_server::AdminServiceServer;
+use cairn_proto::group::v1::group_service_server::GroupServiceServer;
+use cairn_proto::org::v1::org_service_server::OrgServiceServer;
+use cairn_proto::user::v1::user_service_server::UserServiceServer;
+use cairn_telemetry::Readiness;
+use cairn_telemetry::prometheus_client::registry::Registry;
+use clap::Parser;
+use futures::FutureExt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Settings of the command-api service.
+#[derive(Parser, Clone)]
+#[command(name = "command-api", version, about = "Cairn's gRPC and REST APIs")]
+pub struct Config {
+    /// PostgreSQL with the event store and read models.
+    #[arg(
+        long,
+        env = "CAIRN_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/cairn"
+    )]
+    pub database_url: String,
+    /// gRPC listen address.
+    #[arg(long, env = "CAIRN_API_GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    pub grpc_addr: SocketAddr,
+    /// HTTP listen address (REST, /healthz, /readyz, /metrics).
+    #[arg(long, env = "CAIRN_API_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// Encryption keys for codes and SMTP passwords: `k1:<base64 32 bytes>[,k2:...][,active=k2]`.
+    #[arg(long, env = "CAIRN_KEYS", hide_env_values = true)]
+    pub keys: String,
+    /// How long a query waits for its `min_position`, in milliseconds.
+    #[arg(long, env = "CAIRN_API_WAIT_TIMEOUT_MS", default_value_t = 5000)]
+    pub wait_timeout_ms: u64,
+    /// How long an email verification code is valid, in seconds.
+    #[arg(long, env = "CAIRN_EMAIL_CODE_TTL_SECS", default_value_t = 86_400)]
+    pub email_code_ttl_secs: u64,
+    /// Failed attempts after which a code is void.
+    #[arg(long, env = "CAIRN_EMAIL_CODE_MAX_ATTEMPTS", default_value_t = 5)]
+    pub email_code_max_attempts: u32,
+    /// Code length.
+    #[arg(long, env = "CAIRN_EMAIL_CODE_LENGTH", default_value_t = 6)]
+    pub email_code_length: usize,
+    /// Code alphabet.
+    #[arg(long, env = "CAIRN_EMAIL_CODE_ALPHABET", default_value = "0123456789")]
+    pub email_code_alphabet: String,
+    /// Whether emails provisioned by SCIM count as verified (the instance trusts its IdP).
+    #[arg(long, env = "CAIRN_TRUST_IDP_EMAILS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub trust_idp_emails: bool,
+    /// Bootstrap the first instance at start when there is none.
+    #[arg(long, env = "CAIRN_BOOTSTRAP", default_value_t = false, action = clap::ArgAction::Set)]
+    pub bootstrap: bool,
+    /// The first instance's name.
+    #[arg(long, env = "CAIRN_BOOTSTRAP_INSTANCE_NAME", default_value = "Cairn")]
+    pub bootstrap_instance_name: String,
+    /// Where the bootstrap writes the admin token (mode 0600).
+    #[arg(long, env = "CAIRN_BOOTSTRAP_TOKEN_FILE", default_value = "admin.token")]
+    pub bootstrap_token_file: PathBuf,
+}
+
+impl Config {
+    /// Checks the settings; errors name the variable.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        cairn_secrets::Keyring::parse(&self.keys).map_err(|e| anyhow::anyhow!("CAIRN_KEYS: {e}"))?;
+        cairn_secrets::CodeSpec::new(self.email_code_length, &self.email_code_alphabet)
+            .map_err(|e| anyhow::anyhow!("CAIRN_EMAIL_CODE_LENGTH / CAIRN_EMAIL_CODE_ALPHABET: {e}"))?;
+        anyhow::ensure!(
+            self.email_code_max_attempts >= 1,
+            "CAIRN_EMAIL_CODE_MAX_ATTEMPTS must be at least 1"
+        );
+        anyhow::ensure!(
+            self.email_code_ttl_secs >= 60,
+            "CAIRN_EMAIL_CODE_TTL_SECS must be at least 60"
+        );
+        Ok(())
+    }
+}
+
+/// A started service.
+pub struct Service {
+    /// Where gRPC listens.
+    pub grpc_addr: SocketAddr,
+    /// Where HTTP listens.
+    pub http_addr: SocketAddr,
+    /// The shared API state (for tests and the CLI).
+    pub api: api::Api,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+impl Service {
+    /// Waits until every task ended after shutdown.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let mut first = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            if let Err(error) = joined.context("a command-api task panicked").and_then(|r| r) {
+                tracing::error!(error = %format!("{error:#}"), "command-api task failed");
+                first.get_or_insert(error);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+/// Builds the API state over a pool.
+pub fn build_api(
+    config: &Config,
+    pool: sqlx::PgPool,
+    shutdown: &CancellationToken,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<api::Api> {
+    let keys = cairn_secrets::Keyring::parse(&config.keys).map_err(|e| anyhow::anyhow!("CAIRN_KEYS: {e}"))?;
+    let code_spec = cairn_secrets::CodeSpec::new(config.email_code_length, &config.email_code_alphabet)
+        .map_err(|e| anyhow::anyhow!("code spec: {e}"))?;
+    Ok(api::Api {
+        exec: exec::Executor {
+            store: PgEventStore::new(pool.clone()),
+            pool: pool.clone(),
+            clock,
+        },
+        auth: auth::Authenticator::new(pool.clone()),
+        waiter: cairn_query::PositionWaiter::start(pool, shutdown.clone()),
+        keys,
+        email: api::EmailSettings {
+            code_expiry: Duration::from_secs(config.email_code_ttl_secs),
+            max_attempts: config.email_code_max_attempts,
+            code_spec,
+        },
+        wait_timeout: Duration::from_millis(config.wait_timeout_ms),
+        trust_idp_emails: config.trust_idp_emails,
+    })
+}
+
+/// Connects, migrates, optionally bootstraps, and serves gRPC and HTTP until `shutdown`.
+pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Service> {
+    start_with_clock(config, shutdown, Arc::new(SystemClock)).await
+}
+
+/// [`start`] with an injected clock (tests of expiry).
+pub async fn start_with_clock(
+    config: Config,
+    shutdown: CancellationToken,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Service> {
+    config.validate()?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(32)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&config.database_url)
+        .await
+        .context("connecting to PostgreSQL (CAIRN_DATABASE_URL)")?;
+    cairn_migrations::run(&pool)
+        .await
+        .context("applying migrations")?;
+    let api = build_api(&config, pool.clone(), &shutdown, clock)?;
+    if config.bootstrap
+        && let Some(created) = bootstrap::bootstrap(
+            &api.exec.store,
+            &config.bootstrap_instance_name,
+            api.exec.clock.now(),
+        )
+        .await?
+    {
+        bootstrap::write_token_file(&config.bootstrap_token_file, &created.token).with_context(|| {
+            format!(
+                "writing {} (CAIRN_BOOTSTRAP_TOKEN_FILE)",
+                config.bootstrap_token_file.display()
+            )
+        })?;
+        tracing::info!(instance = %created.instance_id, token_file = %config.bootstrap_token_file.display(), "bootstrapped the first instance");
+    }
+
+    let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("binding gRPC to {} (CAIRN_API_GRPC_ADDR)", config.grpc_addr))?;
+    let http_listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding HTTP to {} (CAIRN_API_HTTP_ADDR)", config.http_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<UserServiceServer<users::Users>>().await;
+    health.set_serving::<GroupServiceServer<groups::Groups>>().await;
+    health.set_serving::<OrgServiceServer<orgs::Orgs>>().await;
+    health.set_serving::<AdminServiceServer<admin::Admin>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(cairn_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building gRPC reflection")?;
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(UserServiceServer::new(users::Users::new(api.clone())))
+        .add_service(GroupServiceServer::new(groups::Groups::new(api.clone())))
+        .add_service(OrgServiceServer::new(orgs::Orgs::new(api.clone())))
+        .add_service(AdminServiceServer::new(admin::Admin::new(api.clone())));
+
+    let readiness = Readiness::default().with("postgres", {
+        let pool = pool.clone();
+        move || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            .boxed()
+        }
+    });
+    let registry = Registry::default();
+    let http = rest::router(api.clone()).merge(cairn_telemetry::ops_router(readiness, Arc::new(registry)));
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            grpc.serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                shutdown.cancelled_owned(),
+            )
+            .await
+            .context("gRPC server failed")
+        }
+    });
+    tasks.spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            axum::serve(http_listener, http)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+                .context("HTTP server failed")
+        }
+    });
+    tracing::info!(%grpc_addr, %http_addr, "command-api started");
+    Ok(Service {
+        grpc_addr,
+        http_addr,
+        api,
+        tasks,
+    })
+}
