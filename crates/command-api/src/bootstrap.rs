@@ -40,6 +40,17 @@ pub async fn bootstrap(
     if exists.is_some() {
         return Ok(None);
     }
+    create_instance(store, tx, name, now).await.map(Some)
+}
+
+/// Creates an instance with a default organisation, an admin machine user and its token, in
+/// `tx`, and commits it.
+pub async fn create_instance(
+    store: &PgEventStore,
+    mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    name: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Bootstrapped, ApiError> {
     let instance_id = InstanceId::new();
     let instance_aggregate = AggregateId::from_uuid(instance_id.as_uuid());
     let org_id = AggregateId::new();
@@ -110,12 +121,12 @@ pub async fn bootstrap(
     if let Some(last) = events.last() {
         store.announce(last.position);
     }
-    Ok(Some(Bootstrapped {
+    Ok(Bootstrapped {
         instance_id,
         org_id,
         admin_id,
         token,
-    }))
+    })
 }
 
 fn template(instance: InstanceId, id: AggregateId) -> cairn_domain::StoredEvent {

@@ -42,14 +42,16 @@ pub async fn target_org(api: &Api, caller: &Caller, requested: &str) -> Result<A
     } else if let Some(own) = caller.org_id {
         own
     } else {
-        let default: Option<uuid::Uuid> =
-            sqlx::query_scalar("SELECT default_org_id FROM projections.instances WHERE instance_id = $1")
-                .bind(caller.instance_id.as_uuid())
-                .fetch_optional(&api.exec.pool)
-                .await?
-                .flatten();
-        default
-            .map(AggregateId::from_uuid)
+        // The instance aggregate, not the read model: a fresh instance has no row yet.
+        let instance: cairn_domain::Instance = api
+            .exec
+            .load(
+                caller.instance_id,
+                AggregateId::from_uuid(caller.instance_id.as_uuid()),
+            )
+            .await?;
+        instance
+            .default_org_id()
             .ok_or_else(|| ApiError::invalid("org_id", "is required"))?
     };
     if !caller.sees_org(org) {

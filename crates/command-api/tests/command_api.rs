@@ -1,0 +1,924 @@
+//! command-api through real tonic clients against a server started in the test, with the relay and
+//! a projector running beside it on the real PostgreSQL and NATS.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use cairn_command_api::bootstrap::{Bootstrapped, create_instance};
+use cairn_proto::admin::v1 as admin;
+use cairn_proto::group::v1 as group;
+use cairn_proto::user::v1 as user;
+use cairn_testkit::TestDb;
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+struct Stack {
+    db: TestDb,
+    api: cairn_command_api::Service,
+    admin: Bootstrapped,
+    shutdown: CancellationToken,
+    others: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    stream: String,
+}
+
+fn keys() -> String {
+    format!(
+        "k1:{}",
+        cairn_secrets::Keyring::generate_key_string().unwrap().as_str()
+    )
+}
+
+impl Stack {
+    async fn start() -> Self {
+        let db = TestDb::new(16).await.unwrap();
+        let shutdown = CancellationToken::new();
+        let (stream, prefix) = cairn_testkit::unique_stream();
+        let eventstore = cairn_eventstore_service::start(
+            cairn_eventstore_service::Config {
+                database_url: db.url.clone(),
+                nats_url: cairn_testkit::nats_url(),
+                grpc_addr: "127.0.0.1:0".parse().unwrap(),
+                http_addr: "127.0.0.1:0".parse().unwrap(),
+                service_token: "test-token-0123456789abcdef0123456789".into(),
+                stream_name: stream.clone(),
+                subject_prefix: prefix.clone(),
+                stream_max_age_hours: 1,
+                duplicate_window_secs: 120,
+                relay_lease_ttl_secs: 2,
+                relay_batch: 1000,
+                relay_poll_ms: 500,
+            },
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        let projector = cairn_projector_service::start(
+            cairn_projector_service::Config {
+                database_url: db.url.clone(),
+                nats_url: cairn_testkit::nats_url(),
+                http_addr: "127.0.0.1:0".parse().unwrap(),
+                stream_name: stream.clone(),
+                subject_prefix: prefix,
+                lease_ttl_secs: 2,
+                batch: 1000,
+                max_attempts: 3,
+                head_check_ms: 2000,
+            },
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        let config = cairn_command_api::Config {
+            database_url: db.url.clone(),
+            grpc_addr: "127.0.0.1:0".parse().unwrap(),
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            keys: keys(),
+            wait_timeout_ms: 10_000,
+            email_code_ttl_secs: 3600,
+            email_code_max_attempts: 5,
+            email_code_length: 6,
+            email_code_alphabet: "0123456789".into(),
+            trust_idp_emails: true,
+            bootstrap: false,
+            bootstrap_instance_name: "Test".into(),
+            bootstrap_token_file: "unused".into(),
+        };
+        let api = cairn_command_api::start(config, shutdown.clone()).await.unwrap();
+        let admin = new_instance(&api, "Test").await;
+        let others = vec![tokio::spawn(eventstore.wait()), tokio::spawn(projector.wait())];
+        Self {
+            db,
+            api,
+            admin,
+            shutdown,
+            others,
+            stream,
+        }
+    }
+
+    fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.api.grpc_addr))
+            .unwrap()
+            .connect_lazy()
+    }
+
+    fn users(&self) -> user::user_service_client::UserServiceClient<Channel> {
+        user::user_service_client::UserServiceClient::new(self.channel())
+    }
+
+    fn groups(&self) -> group::group_service_client::GroupServiceClient<Channel> {
+        group::group_service_client::GroupServiceClient::new(self.channel())
+    }
+
+    fn admin_client(&self) -> admin::admin_service_client::AdminServiceClient<Channel> {
+        admin::admin_service_client::AdminServiceClient::new(self.channel())
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.api.wait().await.unwrap();
+        for task in self.others {
+            task.await.unwrap().unwrap();
+        }
+        let client = async_nats::connect(cairn_testkit::nats_url()).await.unwrap();
+        let _ = async_nats::jetstream::new(client)
+            .delete_stream(&self.stream)
+            .await;
+        self.db.drop_db().await.unwrap();
+    }
+}
+
+async fn new_instance(api: &cairn_command_api::Service, name: &str) -> Bootstrapped {
+    let tx = api.api.exec.pool.begin().await.unwrap();
+    create_instance(&api.api.exec.store, tx, name, api.api.exec.clock.now())
+        .await
+        .unwrap()
+}
+
+fn authed<T>(token: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+fn human(name: &str) -> user::AddHumanUserRequest {
+    user::AddHumanUserRequest {
+        user_name: name.into(),
+        profile: Some(user::HumanProfile {
+            name: Some(user::Name {
+                given_name: "Ada".into(),
+                family_name: "Lovelace".into(),
+                ..Default::default()
+            }),
+            display_name: "Ada Lovelace".into(),
+            emails: vec![user::Email {
+                value: format!("{name}@example.com"),
+                r#type: "work".into(),
+                primary: true,
+                verified: false,
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn token_with(stack: &Stack, roles: &[&str]) -> String {
+    let machine = stack
+        .users()
+        .add_machine_user(authed(
+            &stack.admin.token,
+            user::AddMachineUserRequest {
+                user_name: format!("machine-{}", uuid::Uuid::new_v4().simple()),
+                name: "Robot".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let principal = machine.user.unwrap().id;
+    stack
+        .admin_client()
+        .create_token(authed(
+            &stack.admin.token,
+            admin::CreateTokenRequest {
+                principal_id: principal,
+                roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_whole_user_lifecycle() {
+    let stack = Stack::start().await;
+    let token = stack.admin.token.to_string();
+    let mut users = stack.users();
+
+    let created = users
+        .add_human_user(authed(&token, human("ada")))
+        .await
+        .unwrap()
+        .into_inner();
+    let ada = created.user.unwrap();
+    let details = created.details.unwrap();
+    assert_eq!(ada.user_name, "ada");
+    assert_eq!(ada.state, user::UserState::Active as i32);
+    assert!(!details.position.is_empty());
+
+    // Read your write with the consistency token.
+    let got = users
+        .get_user(authed(
+            &token,
+            user::GetUserRequest {
+                user_id: ada.id.clone(),
+                min_position: details.position.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(got.user_name, "ada");
+    let Some(user::user::Kind::Human(profile)) = got.kind else {
+        panic!("a human")
+    };
+    assert_eq!(profile.name.unwrap().family_name, "Lovelace");
+
+    // userName is unique per instance, case-insensitively.
+    let taken = users
+        .add_human_user(authed(&token, human("ADA")))
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), Code::AlreadyExists, "{taken:?}");
+
+    // Profile, userName, state machine.
+    let updated = users
+        .update_profile(authed(
+            &token,
+            user::UpdateProfileRequest {
+                user_id: ada.id.clone(),
+                profile: Some(user::HumanProfile {
+                    title: "Countess".into(),
+                    ..Default::default()
+                }),
+                fields: vec!["title".into()],
+                expected_sequence: 0,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(user::user::Kind::Human(p)) = updated.user.unwrap().kind else {
+        panic!()
+    };
+    assert_eq!(p.title, "Countess");
+    users
+        .change_user_name(authed(
+            &token,
+            user::ChangeUserNameRequest {
+                user_id: ada.id.clone(),
+                user_name: "ada.lovelace".into(),
+                expected_sequence: 0,
+            },
+        ))
+        .await
+        .unwrap();
+    for (call, expected) in [
+        ("deactivate", user::UserState::Inactive),
+        ("reactivate", user::UserState::Active),
+        ("lock", user::UserState::Locked),
+        ("unlock", user::UserState::Active),
+    ] {
+        let request = authed(
+            &token,
+            user::UserIdRequest {
+                user_id: ada.id.clone(),
+                expected_sequence: 0,
+            },
+        );
+        let response = match call {
+            "deactivate" => users.deactivate_user(request).await,
+            "reactivate" => users.reactivate_user(request).await,
+            "lock" => users.lock_user(request).await,
+            _ => users.unlock_user(request).await,
+        }
+        .unwrap()
+        .into_inner();
+        assert_eq!(response.user.unwrap().state, expected as i32, "{call}");
+    }
+    let twice = users
+        .unlock_user(authed(
+            &token,
+            user::UserIdRequest {
+                user_id: ada.id.clone(),
+                expected_sequence: 0,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(twice.code(), Code::FailedPrecondition);
+
+    // Email: set with the code returned, a wrong code, the right code.
+    let set = users
+        .set_email(authed(
+            &token,
+            user::SetEmailRequest {
+                user_id: ada.id.clone(),
+                email: "ada@analytical.engine".into(),
+                verification: user::EmailVerification::ReturnCode as i32,
+                url_template: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(set.verification_code.len(), 6);
+    let wrong = if set.verification_code == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let error = users
+        .verify_email(authed(
+            &token,
+            user::VerifyEmailRequest {
+                user_id: ada.id.clone(),
+                code: wrong.into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    let verified = users
+        .verify_email(authed(
+            &token,
+            user::VerifyEmailRequest {
+                user_id: ada.id.clone(),
+                code: set.verification_code.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(user::user::Kind::Human(p)) = verified.user.unwrap().kind else {
+        panic!()
+    };
+    assert!(
+        p.emails
+            .iter()
+            .any(|e| e.value == "ada@analytical.engine" && e.verified && e.primary)
+    );
+
+    // Remove: gone, and the userName is free again.
+    let removed = users
+        .remove_user(authed(
+            &token,
+            user::UserIdRequest {
+                user_id: ada.id.clone(),
+                expected_sequence: 0,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let position = removed.details.unwrap().position;
+    let gone = users
+        .get_user(authed(
+            &token,
+            user::GetUserRequest {
+                user_id: ada.id.clone(),
+                min_position: position,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    users
+        .add_human_user(authed(&token, human("ada.lovelace")))
+        .await
+        .unwrap();
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_membership_follows_users() {
+    let stack = Stack::start().await;
+    let token = stack.admin.token.to_string();
+    let mut users = stack.users();
+    let mut groups = stack.groups();
+    let mut ids = Vec::new();
+    for name in ["u1", "u2", "u3"] {
+        ids.push(
+            users
+                .add_human_user(authed(&token, human(name)))
+                .await
+                .unwrap()
+                .into_inner()
+                .user
+                .unwrap()
+                .id,
+        );
+    }
+    let created = groups
+        .add_group(authed(
+            &token,
+            group::AddGroupRequest {
+                display_name: "Engineers".into(),
+                member_ids: ids[..2].to_vec(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let g = created.group.unwrap();
+    assert_eq!(g.member_count, 2);
+    let duplicate = groups
+        .add_group(authed(
+            &token,
+            group::AddGroupRequest {
+                display_name: "engineers".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(duplicate.code(), Code::AlreadyExists);
+    let unknown = groups
+        .add_members(authed(
+            &token,
+            group::MembersRequest {
+                group_id: g.id.clone(),
+                user_ids: vec![uuid::Uuid::new_v4().to_string()],
+                expected_sequence: 0,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::InvalidArgument);
+    groups
+        .add_members(authed(
+            &token,
+            group::MembersRequest {
+                group_id: g.id.clone(),
+                user_ids: vec![ids[2].clone()],
+                expected_sequence: 0,
+            },
+        ))
+        .await
+        .unwrap();
+    groups
+        .remove_members(authed(
+            &token,
+            group::MembersRequest {
+                group_id: g.id.clone(),
+                user_ids: vec![ids[0].clone()],
+                expected_sequence: 0,
+            },
+        ))
+        .await
+        .unwrap();
+    // Removing a user removes its memberships.
+    let removed = users
+        .remove_user(authed(
+            &token,
+            user::UserIdRequest {
+                user_id: ids[1].clone(),
+                expected_sequence: 0,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let members = groups
+        .list_members(authed(
+            &token,
+            group::ListMembersRequest {
+                group_id: g.id.clone(),
+                query: None,
+                min_position: removed.details.unwrap().position,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let member_ids: Vec<String> = members.members.iter().map(|m| m.user_id.clone()).collect();
+    assert_eq!(member_ids, vec![ids[2].clone()]);
+    assert_eq!(members.members[0].user_name, "u3");
+    assert_eq!(members.details.unwrap().total_result, 1);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tokens_roles_and_tenants_are_enforced() {
+    let stack = Stack::start().await;
+    let token = stack.admin.token.to_string();
+    let mut users = stack.users();
+    let ada = users
+        .add_human_user(authed(&token, human("ada")))
+        .await
+        .unwrap()
+        .into_inner();
+    let ada_id = ada.user.unwrap().id;
+    let position = ada.details.unwrap().position;
+
+    // No token, a malformed one, a revoked one.
+    let none = users
+        .get_user(Request::new(user::GetUserRequest {
+            user_id: ada_id.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(none.code(), Code::Unauthenticated);
+    let bogus = users
+        .get_user(authed(
+            "cairn_pat_nope",
+            user::GetUserRequest {
+                user_id: ada_id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bogus.code(), Code::Unauthenticated);
+
+    // Roles.
+    let reader = token_with(&stack, &["read_only"]).await;
+    users
+        .get_user(authed(
+            &reader,
+            user::GetUserRequest {
+                user_id: ada_id.clone(),
+                min_position: position.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    let denied = users
+        .add_human_user(authed(&reader, human("bob")))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let manager = token_with(&stack, &["user_manager"]).await;
+    users
+        .add_human_user(authed(&manager, human("bob")))
+        .await
+        .unwrap();
+    let no_admin = stack
+        .admin_client()
+        .create_token(authed(
+            &manager,
+            admin::CreateTokenRequest {
+                principal_id: ada_id.clone(),
+                roles: vec!["read_only".into()],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(no_admin.code(), Code::PermissionDenied);
+    let code = users
+        .set_email(authed(
+            &reader,
+            user::SetEmailRequest {
+                user_id: ada_id.clone(),
+                email: "x@example.com".into(),
+                verification: 2,
+                url_template: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(code.code(), Code::PermissionDenied);
+
+    // Revocation takes effect at once.
+    let listed = stack
+        .admin_client()
+        .list_tokens(authed(&token, admin::ListTokensRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let reader_id = reader
+        .trim_start_matches("cairn_pat_")
+        .split('_')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(listed.tokens.iter().any(|t| t.id == reader_id));
+    stack
+        .admin_client()
+        .revoke_token(authed(&token, admin::RevokeTokenRequest { token_id: reader_id }))
+        .await
+        .unwrap();
+    let revoked = users
+        .get_user(authed(
+            &reader,
+            user::GetUserRequest {
+                user_id: ada_id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(revoked.code(), Code::Unauthenticated);
+
+    // Another instance sees and changes nothing of this one.
+    let other = new_instance(&stack.api, "Other").await;
+    let other_token = other.token.to_string();
+    let hidden = users
+        .get_user(authed(
+            &other_token,
+            user::GetUserRequest {
+                user_id: ada_id.clone(),
+                min_position: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), Code::NotFound);
+    let untouchable = users
+        .lock_user(authed(
+            &other_token,
+            user::UserIdRequest {
+                user_id: ada_id.clone(),
+                expected_sequence: 0,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(untouchable.code(), Code::NotFound);
+    let listed = users
+        .list_users(authed(&other_token, user::ListUsersRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.users.iter().all(|u| u.user_name != "ada"));
+    // ... and may use the same userName.
+    users
+        .add_human_user(authed(&other_token, human("ada")))
+        .await
+        .unwrap();
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idempotency_keys_replay_the_first_response() {
+    let stack = Stack::start().await;
+    let token = stack.admin.token.to_string();
+    let mut users = stack.users();
+    let with_key = |key: &str, name: &str| {
+        let mut request = authed(&token, human(name));
+        request
+            .metadata_mut()
+            .insert("idempotency-key", key.parse().unwrap());
+        request
+    };
+    let first = users
+        .add_human_user(with_key("k-1", "ada"))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = users
+        .add_human_user(with_key("k-1", "ada"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first, again, "the same response, not a second user");
+    let events: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM eventstore.events WHERE event_type = 'user.human.added'")
+            .fetch_one(&stack.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(events, 1);
+    let mismatch = users.add_human_user(with_key("k-1", "bob")).await.unwrap_err();
+    assert_eq!(mismatch.code(), Code::FailedPrecondition);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_updates_are_never_lost() {
+    let stack = Stack::start().await;
+    let token = stack.admin.token.to_string();
+    let created = stack
+        .users()
+        .add_human_user(authed(&token, human("ada")))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = created.user.unwrap().id;
+    let sequence = created.details.unwrap().sequence;
+    // With a pinned version: exactly one wins, the other is ABORTED.
+    let update = |title: &str, expected: i64| user::UpdateProfileRequest {
+        user_id: id.clone(),
+        profile: Some(user::HumanProfile {
+            title: title.into(),
+            ..Default::default()
+        }),
+        fields: vec!["title".into()],
+        expected_sequence: expected,
+    };
+    let (mut first, mut second) = (stack.users(), stack.users());
+    let (a, b) = tokio::join!(
+        first.update_profile(authed(&token, update("A", sequence))),
+        second.update_profile(authed(&token, update("B", sequence)))
+    );
+    let outcomes = [a.is_ok(), b.is_ok()];
+    assert_eq!(
+        outcomes.iter().filter(|ok| **ok).count(),
+        1,
+        "exactly one pinned update wins"
+    );
+    let loser = a.err().or(b.err()).unwrap();
+    assert_eq!(loser.code(), Code::Aborted);
+    // Without one: both apply, re-decided against fresh state; nothing is lost.
+    let (mut first, mut second) = (stack.users(), stack.users());
+    let (c, d) = tokio::join!(
+        first.update_profile(authed(&token, update("C", 0))),
+        second.set_phone(authed(
+            &token,
+            user::SetPhoneRequest {
+                user_id: id.clone(),
+                phone: "+41 44 000 00 00".into()
+            }
+        ))
+    );
+    let positions = [
+        c.unwrap().into_inner().details.unwrap().position,
+        d.unwrap().into_inner().details.unwrap().position,
+    ];
+    let latest = positions
+        .iter()
+        .map(|p| p.parse::<cairn_domain::Position>().unwrap())
+        .max()
+        .unwrap();
+    let got = stack
+        .users()
+        .get_user(authed(
+            &token,
+            user::GetUserRequest {
+                user_id: id.clone(),
+                min_position: latest.to_string(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    let Some(user::user::Kind::Human(p)) = got.kind else {
+        panic!()
+    };
+    assert_eq!(p.title, "C");
+    assert_eq!(p.phone_numbers[0].value, "+41 44 000 00 00");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_is_invalid_argument_with_field_violations() {
+    let stack = Stack::start().await;
+    let token = stack.admin.token.to_string();
+    let mut request = human("");
+    request.profile.as_mut().unwrap().emails[0].value = "not-an-email".into();
+    let error = stack
+        .users()
+        .add_human_user(authed(&token, request))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    // The details carry google.rpc.BadRequest with both violations.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Violation {
+        #[prost(string, tag = "1")]
+        field: String,
+        #[prost(string, tag = "2")]
+        description: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct BadRequest {
+        #[prost(message, repeated, tag = "1")]
+        field_violations: Vec<Violation>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Status {
+        #[prost(int32, tag = "1")]
+        code: i32,
+        #[prost(string, tag = "2")]
+        message: String,
+        #[prost(message, repeated, tag = "3")]
+        details: Vec<prost_types::Any>,
+    }
+    let status = Status::decode(error.details()).unwrap();
+    let bad = BadRequest::decode(status.details[0].value.as_slice()).unwrap();
+    let fields: Vec<&str> = bad.field_violations.iter().map(|v| v.field.as_str()).collect();
+    assert!(fields.contains(&"user_name"), "{fields:?}");
+    assert!(fields.contains(&"profile.emails[0].value"), "{fields:?}");
+    let events: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT aggregate_id) FROM eventstore.events WHERE aggregate_type = 'user'",
+    )
+    .fetch_one(&stack.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        events, 1,
+        "only the bootstrap admin; the bad request wrote nothing"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_consistency_token_makes_the_next_read_see_the_write_1000_times() {
+    let stack = Stack::start().await;
+    let token = stack.admin.token.to_string();
+    let mut users = stack.users();
+    for i in 0..1000 {
+        let created = users
+            .add_human_user(authed(&token, human(&format!("user{i}"))))
+            .await
+            .unwrap()
+            .into_inner();
+        let id = created.user.unwrap().id;
+        let got = users
+            .get_user(authed(
+                &token,
+                user::GetUserRequest {
+                    user_id: id,
+                    min_position: created.details.unwrap().position,
+                },
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("read {i} after its write: {e:?}"))
+            .into_inner();
+        assert_eq!(got.user.unwrap().user_name, format!("user{i}"));
+    }
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rest_email_verification_and_projection_health() {
+    let stack = Stack::start().await;
+    let token = stack.admin.token.to_string();
+    let ada = stack
+        .users()
+        .add_human_user(authed(&token, human("ada")))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap()
+        .id;
+    let http = stack.api.http_addr;
+    let post = |path: String, body: Option<&str>, bearer: Option<&str>| {
+        let bearer = bearer.map(str::to_owned);
+        let body = body.map(str::to_owned);
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(http).await.unwrap();
+            let body = body.unwrap_or_default();
+            let auth = bearer
+                .map(|t| format!("Authorization: Bearer {t}\r\n"))
+                .unwrap_or_default();
+            let request = format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await.unwrap();
+            let status: u16 = response.split(' ').nth(1).unwrap().parse().unwrap();
+            (status, response)
+        }
+    };
+    let (status, response) = post(
+        format!("/api/v1/users/{ada}/email/resend-code"),
+        Some(r#"{"returnCode": true}"#),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, 200, "{response}");
+    let body: serde_json::Value = serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let code = body["code"].as_str().unwrap().to_owned();
+    let (status, response) = post(
+        format!("/api/v1/users/{ada}/email/verify"),
+        Some("{not json"),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(response.contains("application/problem+json"), "{response}");
+    let (status, _) = post(
+        format!("/api/v1/users/{ada}/email/verify"),
+        Some(&format!(r#"{{"code":"{code}"}}"#)),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, response) = post(
+        format!("/api/v1/users/{ada}/email/verify"),
+        Some(&format!(r#"{{"code":"{code}"}}"#)),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, 200, "{response}");
+    let (status, _) = post(
+        format!("/api/v1/users/{ada}/email/verify"),
+        Some(&format!(r#"{{"code":"{code}"}}"#)),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, 422, "an already verified email");
+    let (status, _) = cairn_testkit::http_get(http, "/api/v1/admin/projections/health")
+        .await
+        .unwrap();
+    assert_eq!(status, 401);
+    stack.stop().await;
+}
