@@ -1,11 +1,23 @@
-//! `cairn`: the operator's command line.
+//! `cairn`: the operator's command line. It talks to PostgreSQL directly (as the operator does),
+//! never over the network APIs, so it works when the services are down.
 
 use anyhow::Context;
+use cairn_command_api::auth::{NewToken, Role, store_token};
+use cairn_domain::{AggregateId, Clock, InstanceId, Position, SystemClock};
+use cairn_eventstore::{CommitListener, EventFilter, EventStore, PgEventStore};
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 /// Operate a Cairn installation.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about = None, after_help = "Examples:
+  cairn migrate --create-database
+  cairn init --token-file .run/secrets/admin.token
+  cairn token create --principal <user id> --roles scim_provisioner --kind scim
+  cairn projections status
+  cairn projections reset users --wait
+  cairn events tail --follow")]
 struct Cli {
     /// The PostgreSQL database that holds Cairn's event store and read models.
     #[arg(
@@ -22,20 +34,144 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Applies every pending migration (idempotent; services also do this at start).
-    ///
-    /// Example: CAIRN_DATABASE_URL=postgres://postgres@127.0.0.1/cairn cairn migrate
     Migrate {
         /// Create the database first if it does not exist.
         #[arg(long)]
         create_database: bool,
     },
+    /// Creates the first instance (default organisation, admin machine user, admin token) unless
+    /// one exists; prints the token once and writes it to a file readable only by you.
+    ///
+    /// Example: cairn init --name "Acme" --token-file admin.token
+    Init {
+        /// The instance's name.
+        #[arg(long, default_value = "Cairn")]
+        name: String,
+        /// Where to write the admin token (mode 0600).
+        #[arg(long, default_value = "admin.token")]
+        token_file: PathBuf,
+    },
+    /// API, SCIM and personal access tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Projection status and rebuilds.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionCommand,
+    },
+    /// The event log.
+    Events {
+        #[command(subcommand)]
+        command: EventCommand,
+    },
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Creates a token for a user (usually a machine user); the secret is printed once.
+    ///
+    /// Example: cairn token create --principal 0190... --roles scim_provisioner --kind scim
+    Create {
+        /// The user the token acts as.
+        #[arg(long)]
+        principal: uuid::Uuid,
+        /// Comma-separated roles: instance_admin, org_admin, user_manager, scim_provisioner, read_only.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// `api` or `scim`.
+        #[arg(long, default_value = "api")]
+        kind: String,
+        /// Bind the token to one organisation.
+        #[arg(long)]
+        org: Option<uuid::Uuid>,
+        /// Days until the token expires (default: never).
+        #[arg(long)]
+        expires_in_days: Option<i64>,
+        /// A note for operators.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Lists tokens (never their secrets).
+    List {
+        /// Include revoked tokens.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revokes a token by id.
+    Revoke {
+        /// The token id (the hex part after the prefix).
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectionCommand {
+    /// Position, lag, status, failures and lease owner of every projection and instance.
+    Status,
+    /// Resets a projection and rebuilds it from position zero (by the projector holding its lease).
+    ///
+    /// Example: cairn projections reset users --wait
+    Reset {
+        /// The projection: instances, orgs, users, groups or milestones.
+        name: String,
+        /// Only this instance.
+        #[arg(long)]
+        instance: Option<uuid::Uuid>,
+        /// Follow the rebuild with a progress line until it has caught up.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventCommand {
+    /// Prints events in global order as JSON lines.
+    ///
+    /// Example: cairn events tail --after 0 --follow
+    Tail {
+        /// Start after this position (`<position>.<offset>`); default: the last 20 events.
+        #[arg(long)]
+        after: Option<Position>,
+        /// Keep following new events.
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
+/// A row of `cairn token list`.
+type TokenRow = (
+    String,
+    uuid::Uuid,
+    uuid::Uuid,
+    String,
+    Vec<String>,
+    Option<chrono::DateTime<chrono::Utc>>,
+    Option<chrono::DateTime<chrono::Utc>>,
+);
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Migrate { create_database } = &cli.command {
+        return migrate(&cli.database_url, *create_database).await;
+    }
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&cli.database_url)
+        .await
+        .context("connecting to CAIRN_DATABASE_URL")?;
+    cairn_migrations::run(&pool)
+        .await
+        .context("applying migrations")?;
+    let store = PgEventStore::new(pool.clone());
     match cli.command {
-        Command::Migrate { create_database } => migrate(&cli.database_url, create_database).await,
+        Command::Migrate { .. } => Ok(()),
+        Command::Init { name, token_file } => init(&store, &name, &token_file).await,
+        Command::Token { command } => token(&pool, command).await,
+        Command::Projections { command } => projections(&pool, &store, command).await,
+        Command::Events { command } => events(&pool, &store, command).await,
     }
 }
 
@@ -55,7 +191,7 @@ async fn migrate(url: &str, create_database: bool) -> anyhow::Result<()> {
         .max_connections(1)
         .connect(url)
         .await
-        .with_context(|| "connecting to CAIRN_DATABASE_URL")?;
+        .context("connecting to CAIRN_DATABASE_URL")?;
     cairn_migrations::run(&pool)
         .await
         .context("applying migrations")?;
@@ -64,4 +200,241 @@ async fn migrate(url: &str, create_database: bool) -> anyhow::Result<()> {
         .await?;
     eprintln!("migrations applied: {applied}");
     Ok(())
+}
+
+async fn init(store: &PgEventStore, name: &str, token_file: &std::path::Path) -> anyhow::Result<()> {
+    match cairn_command_api::bootstrap::bootstrap(store, name, SystemClock.now())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        None => {
+            eprintln!("an instance exists already; nothing to do");
+            Ok(())
+        }
+        Some(created) => {
+            cairn_command_api::bootstrap::write_token_file(token_file, &created.token)
+                .with_context(|| format!("writing {}", token_file.display()))?;
+            println!("instance:      {}", created.instance_id);
+            println!("organisation:  {}", created.org_id);
+            println!("admin user:    {}", created.admin_id);
+            println!("admin token:   {}", created.token.as_str());
+            println!(
+                "(also written to {}, mode 0600; it is not shown again)",
+                token_file.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn the_instance(pool: &sqlx::PgPool, principal: uuid::Uuid) -> anyhow::Result<InstanceId> {
+    let instance: Option<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT instance_id FROM eventstore.events WHERE aggregate_type = 'user' AND aggregate_id = $1 LIMIT 1",
+    )
+    .bind(principal)
+    .fetch_optional(pool)
+    .await?;
+    instance.map(InstanceId::from_uuid).context("no such user")
+}
+
+async fn token(pool: &sqlx::PgPool, command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create {
+            principal,
+            roles,
+            kind,
+            org,
+            expires_in_days,
+            description,
+        } => {
+            let roles = roles
+                .iter()
+                .map(|r| r.parse::<Role>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            anyhow::ensure!(!roles.is_empty(), "--roles: name at least one role");
+            let kind = match kind.as_str() {
+                "api" => "api",
+                "scim" => "scim",
+                other => anyhow::bail!("--kind: {other:?} is not api or scim"),
+            };
+            let instance_id = the_instance(pool, principal).await?;
+            let mut tx = pool.begin().await?;
+            let (id, secret) = store_token(
+                &mut tx,
+                &NewToken {
+                    instance_id,
+                    org_id: org.map(AggregateId::from_uuid),
+                    principal_id: AggregateId::from_uuid(principal),
+                    kind,
+                    roles,
+                    description,
+                    expires_at: expires_in_days.map(|d| SystemClock.now() + chrono::Duration::days(d)),
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            tx.commit().await?;
+            println!("token id: {id}");
+            println!("token:    {}", secret.as_str());
+            println!("(shown once; only its hash is stored)");
+        }
+        TokenCommand::List { all } => {
+            let rows: Vec<TokenRow> = sqlx::query_as(
+                "SELECT id, instance_id, principal_id, kind, roles, expires_at, revoked_at FROM api.tokens \
+                     WHERE $1 OR revoked_at IS NULL ORDER BY created_at",
+            )
+            .bind(all)
+            .fetch_all(pool)
+            .await?;
+            println!(
+                "{:<26} {:<36} {:<36} {:<5} {:<30} STATE",
+                "ID", "INSTANCE", "PRINCIPAL", "KIND", "ROLES"
+            );
+            for (id, instance, principal, kind, roles, expires, revoked) in rows {
+                let state = match (revoked, expires) {
+                    (Some(at), _) => format!("revoked {at}"),
+                    (None, Some(at)) => format!("expires {at}"),
+                    _ => "active".into(),
+                };
+                println!(
+                    "{id:<26} {instance:<36} {principal:<36} {kind:<5} {:<30} {state}",
+                    roles.join(",")
+                );
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            let updated = sqlx::query(
+                "UPDATE api.tokens SET revoked_at = coalesce(revoked_at, clock_timestamp()) WHERE id = $1",
+            )
+            .bind(&id)
+            .execute(pool)
+            .await?
+            .rows_affected();
+            anyhow::ensure!(updated == 1, "no token with id {id}");
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+async fn projections(
+    pool: &sqlx::PgPool,
+    store: &PgEventStore,
+    command: ProjectionCommand,
+) -> anyhow::Result<()> {
+    match command {
+        ProjectionCommand::Status => {
+            let rows = cairn_projection::health::report(pool, None).await?;
+            println!(
+                "{:<11} {:<36} {:<22} {:>9} {:>8} {:<10} {:>6} {:<36} LAST ERROR",
+                "PROJECTION", "INSTANCE", "POSITION", "LAG", "LAG_S", "STATUS", "ERRORS", "OWNER"
+            );
+            for r in rows {
+                println!(
+                    "{:<11} {:<36} {:<22} {:>9} {:>8.1} {:<10} {:>6} {:<36} {}",
+                    r.projection,
+                    r.instance_id,
+                    r.position,
+                    r.lag_events,
+                    r.lag_seconds,
+                    r.status,
+                    r.error_count,
+                    r.lease_owner.map(|o| o.to_string()).unwrap_or_else(|| "-".into()),
+                    r.last_error.unwrap_or_default()
+                );
+            }
+        }
+        ProjectionCommand::Reset { name, instance, wait } => {
+            anyhow::ensure!(
+                cairn_readmodel::all().iter().any(|p| p.name() == name),
+                "unknown projection {name:?}; known: instances, orgs, users, groups, milestones"
+            );
+            let marked = cairn_projection::health::request_rebuild(pool, &name, instance).await?;
+            println!("rebuild requested for {marked} (projection, instance) pair(s)");
+            if wait {
+                follow_rebuild(pool, store, &name, instance).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints a progress line (events done / total, events/s, ETA) until the rebuild reached the head.
+async fn follow_rebuild(
+    pool: &sqlx::PgPool,
+    store: &PgEventStore,
+    name: &str,
+    instance: Option<uuid::Uuid>,
+) -> anyhow::Result<()> {
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM eventstore.events WHERE $1::uuid IS NULL OR instance_id = $1",
+    )
+    .bind(instance)
+    .fetch_one(pool)
+    .await?;
+    let started = Instant::now();
+    loop {
+        let rows = cairn_projection::health::report(pool, instance).await?;
+        let rows: Vec<_> = rows.into_iter().filter(|r| r.projection == name).collect();
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM projections.projection_states WHERE name = $1 AND ($2::uuid IS NULL OR instance_id = $2) AND rebuild_requested",
+        )
+        .bind(name)
+        .bind(instance)
+        .fetch_one(pool)
+        .await?;
+        let lag: i64 = rows.iter().map(|r| r.lag_events).sum();
+        let done = (total - lag).max(0);
+        let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+        let eta = if rate > 0.0 {
+            lag as f64 / rate
+        } else {
+            f64::INFINITY
+        };
+        eprint!("\r{name}: {done}/{total} events, {rate:.0} events/s, ETA {eta:.0}s   ");
+        if pending == 0 && lag == 0 && rows.iter().all(|r| r.status == "active") {
+            eprintln!("\n{name}: rebuilt in {:.1}s", started.elapsed().as_secs_f64());
+            return Ok(());
+        }
+        let _ = store; // the head moves with new writes; lag accounts for them
+        tokio::time::sleep(Duration::from_millis(500)).await; // poll_interval for the progress line
+    }
+}
+
+async fn events(pool: &sqlx::PgPool, store: &PgEventStore, command: EventCommand) -> anyhow::Result<()> {
+    let EventCommand::Tail { after, follow } = command;
+    let mut cursor = match after {
+        Some(position) => position,
+        None => {
+            let last: Option<(i64, i32)> = sqlx::query_as(
+                "SELECT position, in_tx_order FROM eventstore.events ORDER BY position DESC, in_tx_order DESC OFFSET 20 LIMIT 1",
+            )
+            .fetch_optional(pool)
+            .await?;
+            last.map_or(Position::ZERO, |(p, o)| Position::new(p, o))
+        }
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let listener = CommitListener::start(pool.clone(), shutdown.clone());
+    let mut commits = listener.subscribe();
+    loop {
+        let page = store.filter(&EventFilter::after(cursor, 1000)).await?;
+        for event in &page {
+            println!("{}", serde_json::to_string(event)?);
+            cursor = event.position;
+        }
+        if page.len() == 1000 {
+            continue;
+        }
+        if !follow {
+            shutdown.cancel();
+            return Ok(());
+        }
+        tokio::select! {
+            _ = commits.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {} // poll_interval: fallback when a notification is lost
+            _ = tokio::signal::ctrl_c() => { shutdown.cancel(); return Ok(()); }
+        }
+    }
 }
