@@ -416,6 +416,13 @@ impl GroupService for Groups {
         }))
     }
 
+    async fn modify_group(
+        &self,
+        request: Request<pb::ModifyGroupRequest>,
+    ) -> Result<Response<pb::GroupResponse>, Status> {
+        self.modify(request).await
+    }
+
     async fn remove_group(
         &self,
         request: Request<pb::GroupIdRequest>,
@@ -434,6 +441,58 @@ impl GroupService for Groups {
 }
 
 impl Groups {
+    /// `ModifyGroup`: one atomic command from several changes.
+    pub async fn modify(
+        &self,
+        request: Request<pb::ModifyGroupRequest>,
+    ) -> Result<Response<pb::GroupResponse>, Status> {
+        let caller = self.api.caller(&request).await?;
+        let req = request.get_ref().clone();
+        let id = group_id(&req.group_id)?;
+        let mut p = Parser::default();
+        let display_name =
+            opt(&req.display_name).and_then(|d| p.parse("display_name", DisplayName::parse(d)));
+        let mut change = GroupChange {
+            display_name,
+            ..GroupChange::default()
+        };
+        for field in &req.fields {
+            match field.as_str() {
+                "external_id" => change.external_id = Some(opt(&req.external_id)),
+                "description" => change.description = Some(opt(&req.description)),
+                "display_name" => {}
+                other => p.fail("fields", format!("unknown field {other:?}")),
+            }
+        }
+        let add = parse_members(&mut p, "add_user_ids", &req.add_user_ids);
+        let remove = parse_members(&mut p, "remove_user_ids", &req.remove_user_ids);
+        let set = parse_members(&mut p, "set_user_ids", &req.set_user_ids);
+        p.finish()?;
+        let mut new_members: Vec<AggregateId> = add.clone();
+        if req.replace_members {
+            new_members.extend(set.iter().copied());
+        }
+        check_members(&self.api, &caller, &new_members).await?;
+        let replace = req.replace_members;
+        let tpl = template(&caller, id);
+        self.group_command(request, "ModifyGroup", id, req.expected_sequence, move |group| {
+            let mut decision = group.change(change.clone())?;
+            let mut state = crate::api::preview(group, &decision, &tpl)?;
+            for step in 0..3 {
+                let next = match step {
+                    0 if replace => state.set_members(&set)?,
+                    1 if !add.is_empty() => state.add_members(&add)?,
+                    2 if !remove.is_empty() => state.remove_members(&remove)?,
+                    _ => continue,
+                };
+                state = crate::api::preview(&state, &next, &tpl)?;
+                decision.merge(next);
+            }
+            Ok(decision)
+        })
+        .await
+    }
+
     async fn members_request(
         &self,
         request: &Request<pb::MembersRequest>,

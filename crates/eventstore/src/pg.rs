@@ -504,6 +504,22 @@ impl EventStore for PgEventStore {
 }
 
 impl PgEventStore {
+    /// The position of the instance's latest committed event, including events that a tailing
+    /// reader cannot see yet because an older transaction is still open. Projections reach it once
+    /// that transaction ends; a reader that must see everything committed before it asked (SCIM's
+    /// read-after-write) waits for this position.
+    pub async fn latest_committed(&self, instance: InstanceId) -> Result<Position, StoreError> {
+        let row: Option<(i64, i32)> = sqlx::query_as(
+            "SELECT position, in_tx_order FROM eventstore.events WHERE instance_id = $1 \
+             ORDER BY position DESC, in_tx_order DESC LIMIT 1",
+        )
+        .bind(instance.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(row.map_or(Position::ZERO, |(p, o)| Position::new(p, o)))
+    }
+
     /// How many events lie after `after` (counting at most `cap`), and when the oldest of them was
     /// committed; for lag metrics. Counts events above the visibility horizon too.
     pub async fn backlog(

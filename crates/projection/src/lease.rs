@@ -1,7 +1,8 @@
 //! Leases on (projection, instance) in `projection_locks`, and how replicas share them.
 //!
 //! Every replica heartbeats into `projections.projector_replicas`. The live replicas (heartbeat
-//! within the TTL) agree, by rendezvous hashing, on which of them should own each key; a replica
+//! within the TTL) agree, by rendezvous hashing capped at a fair share ([`assign`]), on which of
+//! them should own each key; a replica
 //! takes the keys it should own and gives back keys it holds that another live replica should own.
 //! A lease is taken with one upsert that succeeds only on a free or expired row or the replica's
 //! own, renewed on a timer for all held keys at once, and checked by every batch transaction
@@ -134,13 +135,49 @@ impl Leases {
 /// replica computes the same answer from the same live set, and when a replica joins or leaves only
 /// the keys it wins or held move.
 pub fn rendezvous(live: &[Uuid], projection: &str, instance: InstanceId) -> Option<Uuid> {
-    live.iter().copied().max_by_key(|owner| {
-        let mut hash = Fnv::default();
-        hash.write(owner.as_bytes());
-        hash.write(projection.as_bytes());
-        hash.write(instance.as_uuid().as_bytes());
-        hash.finish()
-    })
+    live.iter()
+        .copied()
+        .max_by_key(|owner| score(*owner, projection, instance))
+}
+
+/// The owner of each of `instances` (for one projection) among `live`: every key goes to the
+/// replica that rendezvous hashing prefers, unless that replica already holds its fair share
+/// (`ceil(keys / replicas)`), in which case it goes to the next preferred. Every replica computes
+/// the same answer from the same live set and keys, no replica holds more than its share, and a
+/// replica joining or leaving moves few keys.
+pub fn assign(live: &[Uuid], projection: &str, instances: &[InstanceId]) -> HashMap<InstanceId, Uuid> {
+    let mut out = HashMap::new();
+    if live.is_empty() {
+        return out;
+    }
+    let cap = instances.len().div_ceil(live.len());
+    let mut sorted: Vec<InstanceId> = instances.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    let mut held: HashMap<Uuid, usize> = HashMap::new();
+    for instance in sorted {
+        let mut ranked: Vec<(u64, Uuid)> = live
+            .iter()
+            .map(|owner| (score(*owner, projection, instance), *owner))
+            .collect();
+        ranked.sort_by(|a, b| b.cmp(a));
+        if let Some((_, owner)) = ranked
+            .into_iter()
+            .find(|(_, owner)| held.get(owner).copied().unwrap_or(0) < cap)
+        {
+            *held.entry(owner).or_default() += 1;
+            out.insert(instance, owner);
+        }
+    }
+    out
+}
+
+fn score(owner: Uuid, projection: &str, instance: InstanceId) -> u64 {
+    let mut hash = Fnv::default();
+    hash.write(owner.as_bytes());
+    hash.write(projection.as_bytes());
+    hash.write(instance.as_uuid().as_bytes());
+    hash.finish()
 }
 
 /// FNV-1a with a final avalanche, stable across processes and versions (unlike `DefaultHasher`).
@@ -199,5 +236,24 @@ mod tests {
             }
         }
         assert_eq!(rendezvous(&[], "users", instances[0]), None);
+    }
+
+    #[test]
+    fn assignment_caps_every_replica_at_its_fair_share() {
+        for trial in 0..200 {
+            let live: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+            let instances: Vec<InstanceId> = (0..30).map(|_| InstanceId::new()).collect();
+            let assignment = assign(&live, "users", &instances);
+            assert_eq!(assignment.len(), 30, "trial {trial}: every key has an owner");
+            let mut counts: HashMap<Uuid, usize> = HashMap::new();
+            for owner in assignment.values() {
+                *counts.entry(*owner).or_default() += 1;
+            }
+            assert!(counts.values().all(|n| *n <= 10), "trial {trial}: {counts:?}");
+            // Deterministic: the same inputs in another order give the same answer.
+            let mut shuffled = instances.clone();
+            shuffled.reverse();
+            assert_eq!(assign(&live, "users", &shuffled), assignment);
+        }
     }
 }

@@ -10,7 +10,7 @@
 //! NATS outage only delays a worker until its periodic head check, never loses an event.
 
 use crate::Projection;
-use crate::lease::{Key, Leases, rendezvous};
+use crate::lease::{Key, Leases, assign};
 use crate::worker::{Step, WorkerConfig, WorkerError, step};
 use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull};
 use cairn_domain::InstanceId;
@@ -180,9 +180,11 @@ impl Projector {
                 .get(projection.name())
                 .cloned()
                 .unwrap_or_default();
-            for instance in known.iter().copied() {
+            let instances: Vec<InstanceId> = known.iter().copied().collect();
+            let assignment = assign(&live, projection.name(), &instances);
+            for instance in instances {
                 let key = (projection.name().to_owned(), instance);
-                let desired = rendezvous(&live, projection.name(), instance);
+                let desired = assignment.get(&instance).copied();
                 if desired == Some(me) {
                     if !held.contains(&key) && self.leases.acquire(projection.name(), instance).await? {
                         held.insert(key);

@@ -1,0 +1,204 @@
+//! `POST /Bulk` (RFC 7644 §3.7): operations run in order through the same handlers as single
+//! requests; `bulkId:<id>` references (also inside group members) are replaced by the ids that
+//! earlier operations created; `failOnErrors` stops after that many errors; more operations or a
+//! larger body than the ServiceProviderConfig announces is `413`.
+
+use crate::gateway::{Gateway, error_response, scim_response};
+use crate::handlers;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use cairn_command_api::auth::Permission;
+use cairn_scim::ScimError;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+const BULK_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
+const BULK_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse";
+
+fn substitute(value: &mut Value, ids: &HashMap<String, String>) -> Result<(), ScimError> {
+    match value {
+        Value::String(s) => {
+            if let Some(reference) = s.strip_prefix("bulkId:") {
+                *s = ids.get(reference).cloned().ok_or_else(|| {
+                    ScimError::invalid_value(format!(
+                        "bulkId {reference:?} does not refer to an earlier operation"
+                    ))
+                })?;
+            }
+        }
+        Value::Array(items) => items.iter_mut().try_for_each(|v| substitute(v, ids))?,
+        Value::Object(map) => map.values_mut().try_for_each(|v| substitute(v, ids))?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `POST /Bulk`.
+pub async fn bulk(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
+    let result: Result<Response, ScimError> = async {
+        gw.caller(&headers, Permission::ManageUsers).await?;
+        let request = handlers::body_json(&gw, &headers, body).await?;
+        let schemas = request
+            .get("schemas")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if !schemas.iter().any(|s| s.as_str() == Some(BULK_REQUEST)) {
+            return Err(ScimError::invalid_syntax(format!(
+                "schemas must contain {BULK_REQUEST}"
+            )));
+        }
+        let operations = request
+            .get("Operations")
+            .and_then(Value::as_array)
+            .cloned()
+            .ok_or_else(|| ScimError::invalid_syntax("Operations must be an array"))?;
+        if operations.len() > gw.limits.bulk_max_operations {
+            return Err(ScimError::payload_too_large(format!(
+                "at most {} operations per request",
+                gw.limits.bulk_max_operations
+            )));
+        }
+        let fail_on_errors = request.get("failOnErrors").and_then(Value::as_u64).unwrap_or(0);
+        let mut ids: HashMap<String, String> = HashMap::new();
+        let mut results = Vec::new();
+        let mut errors = 0_u64;
+        for operation in operations {
+            if fail_on_errors > 0 && errors >= fail_on_errors {
+                break;
+            }
+            let outcome = run_one(&gw, &headers, &operation, &mut ids).await;
+            let (status, response_body, location, version) = match outcome {
+                Ok(done) => done,
+                Err(e) => (e.status, Some(e.to_json()), None, None),
+            };
+            if status >= 400 {
+                errors += 1;
+            }
+            let mut entry = json!({
+                "method": operation.get("method").cloned().unwrap_or(Value::Null),
+                "status": status.to_string(),
+            });
+            if let Some(bulk_id) = operation.get("bulkId") {
+                entry["bulkId"] = bulk_id.clone();
+            }
+            if let Some(location) = location {
+                entry["location"] = json!(location);
+            }
+            if let Some(version) = version {
+                entry["version"] = json!(version);
+            }
+            if status >= 400
+                && let Some(body) = response_body
+            {
+                entry["response"] = body;
+            }
+            results.push(entry);
+        }
+        Ok(scim_response(
+            StatusCode::OK,
+            &json!({"schemas": [BULK_RESPONSE], "Operations": results}),
+            None,
+            None,
+        ))
+    }
+    .await;
+    result.unwrap_or_else(|e| error_response(&e))
+}
+
+type Outcome = (u16, Option<Value>, Option<String>, Option<String>);
+
+async fn run_one(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    operation: &Value,
+    ids: &mut HashMap<String, String>,
+) -> Result<Outcome, ScimError> {
+    let method = operation
+        .get("method")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    let mut path = operation
+        .get("path")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if let Some(reference) = path
+        .split('/')
+        .nth(2)
+        .and_then(|segment| segment.strip_prefix("bulkId:"))
+    {
+        let id = ids
+            .get(reference)
+            .ok_or_else(|| ScimError::invalid_value(format!("bulkId {reference:?} is unknown")))?;
+        path = format!("/{}/{id}", path.split('/').nth(1).unwrap_or_default());
+    }
+    let mut data = operation.get("data").cloned().unwrap_or(Value::Null);
+    substitute(&mut data, ids)?;
+    let mut inner = headers.clone();
+    inner.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/scim+json"),
+    );
+    inner.remove(header::IF_MATCH);
+    if let Some(version) = operation
+        .get("version")
+        .and_then(Value::as_str)
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        inner.insert(header::IF_MATCH, version);
+    }
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let body = || Body::from(data.to_string());
+    let query = || Query(HashMap::new());
+    let state = || State(gw.clone());
+    let response = match (method.as_str(), segments.as_slice()) {
+        ("POST", ["Users"]) => handlers::create_user(state(), inner, query(), body()).await,
+        ("POST", ["Groups"]) => handlers::create_group(state(), inner, query(), body()).await,
+        ("PUT", ["Users", id]) => {
+            handlers::replace_user(state(), inner, Path((*id).to_owned()), query(), body()).await
+        }
+        ("PUT", ["Groups", id]) => {
+            handlers::replace_group(state(), inner, Path((*id).to_owned()), query(), body()).await
+        }
+        ("PATCH", ["Users", id]) => {
+            handlers::patch_user(state(), inner, Path((*id).to_owned()), query(), body()).await
+        }
+        ("PATCH", ["Groups", id]) => {
+            handlers::patch_group(state(), inner, Path((*id).to_owned()), query(), body()).await
+        }
+        ("DELETE", ["Users", id]) => handlers::delete_user(state(), inner, Path((*id).to_owned())).await,
+        ("DELETE", ["Groups", id]) => handlers::delete_group(state(), inner, Path((*id).to_owned())).await,
+        _ => {
+            return Err(ScimError::invalid_value(format!(
+                "{method} {path} is not a bulk operation Cairn supports"
+            )));
+        }
+    };
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), 16 * 1024 * 1024)
+        .await
+        .unwrap_or_default();
+    let body: Option<Value> = serde_json::from_slice(&bytes).ok();
+    let location = body
+        .as_ref()
+        .and_then(|b| b["meta"]["location"].as_str())
+        .map(str::to_owned);
+    let version = body
+        .as_ref()
+        .and_then(|b| b["meta"]["version"].as_str())
+        .map(str::to_owned);
+    if method == "POST"
+        && status == 201
+        && let (Some(bulk_id), Some(id)) = (
+            operation.get("bulkId").and_then(Value::as_str),
+            body.as_ref().and_then(|b| b["id"].as_str()),
+        )
+    {
+        ids.insert(bulk_id.to_owned(), id.to_owned());
+    }
+    Ok((status, body, location, version))
+}
