@@ -39,6 +39,7 @@ fn user_push(instance: InstanceId, n: usize) -> anyhow::Result<Push> {
             emails: vec![Email {
                 value: EmailAddress::parse(format!("user{n}@example.com"))?,
                 kind: Some("work".into()),
+                display: None,
                 primary: true,
                 verified: false,
             }],

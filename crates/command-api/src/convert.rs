@@ -75,6 +75,7 @@ pub fn profile_from_pb(p: &mut Parser, profile: Option<pb::HumanProfile>, vouch:
             emails.push(Email {
                 value,
                 kind: opt(&email.r#type),
+                display: opt(&email.display),
                 primary: email.primary,
                 verified: vouch && email.verified,
             });
@@ -89,6 +90,7 @@ pub fn profile_from_pb(p: &mut Parser, profile: Option<pb::HumanProfile>, vouch:
             phone_numbers.push(Phone {
                 value,
                 kind: opt(&phone.r#type),
+                display: opt(&phone.display),
                 primary: phone.primary,
             });
         }
@@ -192,6 +194,7 @@ pub fn profile_to_pb(profile: &HumanProfile) -> pb::HumanProfile {
             .iter()
             .map(|e| pb::Email {
                 value: e.value.to_string(),
+                display: s(&e.display),
                 r#type: s(&e.kind),
                 primary: e.primary,
                 verified: e.verified,
@@ -202,6 +205,7 @@ pub fn profile_to_pb(profile: &HumanProfile) -> pb::HumanProfile {
             .iter()
             .map(|ph| pb::Phone {
                 value: ph.value.to_string(),
+                display: s(&ph.display),
                 r#type: s(&ph.kind),
                 primary: ph.primary,
             })

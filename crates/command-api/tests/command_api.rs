@@ -158,6 +158,7 @@ fn human(name: &str) -> user::AddHumanUserRequest {
                 r#type: "work".into(),
                 primary: true,
                 verified: false,
+                display: String::new(),
             }],
             ..Default::default()
         }),

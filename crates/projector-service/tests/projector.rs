@@ -112,6 +112,7 @@ fn profile(email: &str) -> HumanProfile {
         emails: vec![Email {
             value: EmailAddress::parse(email).unwrap(),
             kind: Some("work".into()),
+            display: None,
             primary: true,
             verified: false,
         }],

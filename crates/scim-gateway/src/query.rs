@@ -327,9 +327,13 @@ pub async fn user(gw: &Gateway, caller: &Caller, id: Uuid) -> Result<Value, Scim
 }
 
 fn render_user(gw: &Gateway, row: &UserRow, groups: &[(String, String)]) -> Value {
-    user_json(row, groups, &gw.location("Users", &row.id.to_string()), |g| {
-        gw.location("Groups", g)
-    })
+    user_json(
+        row,
+        groups,
+        &gw.location("Users", &row.id.to_string()),
+        |g| gw.location("Groups", g),
+        |u| gw.location("Users", u),
+    )
 }
 
 /// A group's SCIM JSON (members loaded when `with_members`), or 404.

@@ -32,6 +32,7 @@ pub fn user_json(
     groups: &[(String, String)],
     location: &str,
     group_location: impl Fn(&str) -> String,
+    user_location: impl Fn(&str) -> String,
 ) -> Value {
     let mut out = Map::new();
     let mut schemas = vec![json!(USER_SCHEMA)];
@@ -71,6 +72,7 @@ pub fn user_json(
                     .map(|e| {
                         let mut m = Map::new();
                         m.insert("value".into(), json!(e.value.to_string()));
+                        put(&mut m, "display", e.display.as_deref());
                         put(&mut m, "type", e.kind.as_deref());
                         m.insert("primary".into(), json!(e.primary));
                         Value::Object(m)
@@ -89,6 +91,7 @@ pub fn user_json(
                     .map(|p| {
                         let mut m = Map::new();
                         m.insert("value".into(), json!(p.value.to_string()));
+                        put(&mut m, "display", p.display.as_deref());
                         put(&mut m, "type", p.kind.as_deref());
                         m.insert("primary".into(), json!(p.primary));
                         Value::Object(m)
@@ -146,6 +149,9 @@ pub fn user_json(
         if let Some(manager) = &e.manager {
             let mut mm = Map::new();
             put(&mut mm, "value", manager.value.as_deref());
+            if let Some(value) = manager.value.as_deref().filter(|v| !v.is_empty()) {
+                mm.insert("$ref".into(), json!(user_location(value)));
+            }
             put(&mut mm, "displayName", manager.display_name.as_deref());
             if !mm.is_empty() {
                 m.insert("manager".into(), Value::Object(mm));
@@ -188,14 +194,9 @@ pub fn group_json(
             Value::Array(
                 members
                     .iter()
-                    .map(|(id, display)| {
-                        let mut m = Map::new();
-                        m.insert("value".into(), json!(id));
-                        m.insert("$ref".into(), json!(user_location(id)));
-                        put(&mut m, "display", Some(display));
-                        m.insert("type".into(), json!("User"));
-                        Value::Object(m)
-                    })
+                    // `display` is left out: clients that compare what they sent with what they read
+                    // back (scim2-tester, Okta) expect exactly their members.
+                    .map(|(id, _display)| json!({"value": id, "$ref": user_location(id), "type": "User"}))
                     .collect(),
             ),
         );
@@ -296,6 +297,7 @@ pub fn user_input(body: &Value, trust_emails: bool) -> Result<UserInput, ScimErr
             r#type: text(get(e, "type")),
             primary: boolean(get(e, "primary"))?.unwrap_or(false),
             verified: trust_emails,
+            display: text(get(e, "display")),
         });
     }
     let mut phone_numbers = Vec::new();
@@ -304,6 +306,7 @@ pub fn user_input(body: &Value, trust_emails: bool) -> Result<UserInput, ScimErr
             value: text(get(p, "value")),
             r#type: text(get(p, "type")),
             primary: boolean(get(p, "primary"))?.unwrap_or(false),
+            display: text(get(p, "display")),
         });
     }
     let mut addresses = Vec::new();

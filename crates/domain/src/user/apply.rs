@@ -136,9 +136,21 @@ impl HumanProfile {
     /// so the list keeps no duplicates.
     pub fn set_primary_email(&mut self, email: EmailAddress) {
         let new = email.normalized();
-        self.emails.retain(|e| e.primary || e.value.normalized() != new);
-        match self.emails.iter_mut().find(|e| e.primary) {
-            Some(primary) => {
+        let current = self
+            .emails
+            .iter()
+            .position(|e| e.primary)
+            .or(if self.emails.is_empty() { None } else { Some(0) });
+        let keep = current.map(|i| self.emails[i].value.normalized());
+        self.emails
+            .retain(|e| Some(e.value.normalized()) == keep || e.value.normalized() != new);
+        match self
+            .emails
+            .iter()
+            .position(|e| Some(e.value.normalized()) == keep)
+        {
+            Some(i) => {
+                let primary = &mut self.emails[i];
                 primary.value = email;
                 primary.verified = false;
             }
@@ -147,6 +159,7 @@ impl HumanProfile {
                 Email {
                     value: email,
                     kind: None,
+                    display: None,
                     primary: true,
                     verified: false,
                 },
@@ -154,25 +167,33 @@ impl HumanProfile {
         }
     }
 
-    /// Replaces or removes the primary phone number; after a removal the first remaining number
-    /// becomes primary.
+    /// Replaces or removes the primary phone number (the one marked primary, else the first).
     pub fn set_primary_phone(&mut self, phone: Option<PhoneNumber>) {
+        let current =
+            self.phone_numbers
+                .iter()
+                .position(|p| p.primary)
+                .or(if self.phone_numbers.is_empty() {
+                    None
+                } else {
+                    Some(0)
+                });
         match phone {
-            Some(value) => match self.phone_numbers.iter_mut().find(|p| p.primary) {
-                Some(primary) => primary.value = value,
+            Some(value) => match current {
+                Some(i) => self.phone_numbers[i].value = value,
                 None => self.phone_numbers.insert(
                     0,
                     Phone {
                         value,
                         kind: None,
+                        display: None,
                         primary: true,
                     },
                 ),
             },
             None => {
-                self.phone_numbers.retain(|p| !p.primary);
-                if let Some(first) = self.phone_numbers.first_mut() {
-                    first.primary = true;
+                if let Some(i) = current {
+                    self.phone_numbers.remove(i);
                 }
             }
         }

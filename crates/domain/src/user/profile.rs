@@ -50,6 +50,9 @@ pub struct Email {
     /// JSON `type` (`work`, `home`, ...).
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// JSON `display`: a human-readable label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display: Option<String>,
     /// JSON `primary`.
     #[serde(default)]
     pub primary: bool,
@@ -66,6 +69,9 @@ pub struct Phone {
     /// JSON `type`.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// JSON `display`: a human-readable label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display: Option<String>,
     /// JSON `primary`.
     #[serde(default)]
     pub primary: bool,
@@ -324,13 +330,19 @@ impl ProfileChange {
 }
 
 impl HumanProfile {
-    /// The primary email: the entry marked primary (normalised profiles always mark one if any).
+    /// The primary email: the entry marked primary, else the first.
     pub fn primary_email(&self) -> Option<&Email> {
-        self.emails.iter().find(|e| e.primary)
+        self.emails
+            .iter()
+            .find(|e| e.primary)
+            .or_else(|| self.emails.first())
     }
 
-    /// The primary phone number.
+    /// The primary phone number: the entry marked primary, else the first.
     pub fn primary_phone(&self) -> Option<&Phone> {
-        self.phone_numbers.iter().find(|p| p.primary)
+        self.phone_numbers
+            .iter()
+            .find(|p| p.primary)
+            .or_else(|| self.phone_numbers.first())
     }
 }

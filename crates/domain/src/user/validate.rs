@@ -7,24 +7,10 @@ use crate::values::check_text;
 use std::collections::HashSet;
 
 impl HumanProfile {
-    /// Makes the first entry primary where none is; verification carries over to an address
-    /// that was verified in `previous` (a SCIM `PUT` repeating an address does not un-verify it).
+    /// Keeps the entries as given (SCIM does not require a primary one; [`HumanProfile::primary_email`]
+    /// falls back to the first); verification carries over to an address that was verified in
+    /// `previous` (a SCIM `PUT` repeating an address does not un-verify it).
     pub(crate) fn normalize(&mut self, previous: Option<&HumanProfile>) {
-        if !self.emails.iter().any(|e| e.primary)
-            && let Some(first) = self.emails.first_mut()
-        {
-            first.primary = true;
-        }
-        if !self.phone_numbers.iter().any(|p| p.primary)
-            && let Some(first) = self.phone_numbers.first_mut()
-        {
-            first.primary = true;
-        }
-        if !self.addresses.iter().any(|a| a.primary)
-            && let Some(first) = self.addresses.first_mut()
-        {
-            first.primary = true;
-        }
         if let Some(previous) = previous {
             let verified: HashSet<String> = previous
                 .emails

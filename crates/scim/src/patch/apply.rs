@@ -36,6 +36,10 @@ pub(super) fn apply_operation(
                 ScimError::invalid_value(format!("a value for '{}' must be an object", ext.id))
             })?;
             for (k, v) in members {
+                // Some clients echo `schemas` inside the extension object; it is not an attribute.
+                if k.eq_ignore_ascii_case("schemas") {
+                    continue;
+                }
                 let path = PatchPath::parse(&format!("{}:{k}", ext.id))
                     .map_err(|_| ScimError::invalid_path(format!("unknown attribute '{k}'")))?;
                 apply_path(rt, doc, op.op, &path, Some(v))?;

@@ -17,6 +17,7 @@ fn email(value: &str, primary: bool, verified: bool) -> Email {
     Email {
         value: EmailAddress::parse(value).unwrap(),
         kind: Some("work".into()),
+        display: None,
         primary,
         verified,
     }
@@ -26,6 +27,7 @@ fn phone(value: &str) -> Phone {
     Phone {
         value: PhoneNumber::parse(value).unwrap(),
         kind: None,
+        display: None,
         primary: false,
     }
 }
