@@ -218,6 +218,10 @@ async fn page(
         .map(|f| cairn_scim::to_sql(f, map, 3))
         .transpose()?;
     let mut condition = format!("{alias}.instance_id = $1 AND ($2::uuid IS NULL OR {alias}.org_id = $2)");
+    if rt == ResourceType::User {
+        // Machine users are API principals, not people an identity provider manages.
+        condition.push_str(" AND u.kind = 'human'");
+    }
     if let Some(f) = &filter {
         condition.push_str(&format!(" AND ({})", f.sql));
     }
@@ -316,7 +320,7 @@ pub async fn user(gw: &Gateway, caller: &Caller, id: Uuid) -> Result<Value, Scim
     let row = cairn_query::reads::get_user(&gw.pool, caller.scope(), id)
         .await
         .map_err(db)?
-        .filter(|r| r.kind == "human" || r.kind == "machine")
+        .filter(|r| r.kind == "human")
         .ok_or_else(|| ScimError::not_found(format!("User {id} not found")))?;
     let groups = groups_of(gw, caller, &[id]).await?;
     Ok(render_user(

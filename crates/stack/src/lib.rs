@@ -1,0 +1,277 @@
+//! The whole of Cairn in one process for end-to-end tests: a fresh database and stream, the
+//! relay, a projector, command-api and the SCIM gateway on free ports, a bootstrapped instance with
+//! an admin token and a SCIM token, and a small HTTP client.
+
+use cairn_command_api::auth::{NewToken, Role, store_token};
+use cairn_command_api::bootstrap::{Bootstrapped, create_instance};
+use cairn_testkit::TestDb;
+use std::net::SocketAddr;
+use tokio_util::sync::CancellationToken;
+
+/// A running stack.
+pub struct Stack {
+    /// The database.
+    pub db: TestDb,
+    /// command-api's gRPC address.
+    pub grpc: SocketAddr,
+    /// command-api's HTTP address.
+    pub api_http: SocketAddr,
+    /// The SCIM gateway's HTTP address.
+    pub scim: SocketAddr,
+    /// The bootstrapped instance.
+    pub admin: Bootstrapped,
+    /// A SCIM provisioner token of the instance.
+    pub scim_token: String,
+    api: cairn_command_api::Service,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    stream: String,
+}
+
+impl Stack {
+    /// Starts everything.
+    pub async fn start() -> anyhow::Result<Self> {
+        let db = TestDb::new(24).await?;
+        let shutdown = CancellationToken::new();
+        let (stream, prefix) = cairn_testkit::unique_stream();
+        let eventstore = cairn_eventstore_service::start(
+            cairn_eventstore_service::Config {
+                database_url: db.url.clone(),
+                nats_url: cairn_testkit::nats_url(),
+                grpc_addr: "127.0.0.1:0".parse()?,
+                http_addr: "127.0.0.1:0".parse()?,
+                service_token: "stack-token-0123456789abcdef0123456789".into(),
+                stream_name: stream.clone(),
+                subject_prefix: prefix.clone(),
+                stream_max_age_hours: 1,
+                duplicate_window_secs: 120,
+                relay_lease_ttl_secs: 2,
+                relay_batch: 1000,
+                relay_poll_ms: 500,
+            },
+            shutdown.clone(),
+        )
+        .await?;
+        let projector = cairn_projector_service::start(
+            cairn_projector_service::Config {
+                database_url: db.url.clone(),
+                nats_url: cairn_testkit::nats_url(),
+                http_addr: "127.0.0.1:0".parse()?,
+                stream_name: stream.clone(),
+                subject_prefix: prefix,
+                lease_ttl_secs: 2,
+                batch: 1000,
+                max_attempts: 3,
+                head_check_ms: 2000,
+            },
+            shutdown.clone(),
+        )
+        .await?;
+        let keys = format!("k1:{}", cairn_secrets::Keyring::generate_key_string()?.as_str());
+        let api = cairn_command_api::start(
+            cairn_command_api::Config {
+                database_url: db.url.clone(),
+                grpc_addr: "127.0.0.1:0".parse()?,
+                http_addr: "127.0.0.1:0".parse()?,
+                keys,
+                wait_timeout_ms: 10_000,
+                email_code_ttl_secs: 3600,
+                email_code_max_attempts: 5,
+                email_code_length: 6,
+                email_code_alphabet: "0123456789".into(),
+                trust_idp_emails: true,
+                bootstrap: false,
+                bootstrap_instance_name: "Stack".into(),
+                bootstrap_token_file: "unused".into(),
+            },
+            shutdown.clone(),
+        )
+        .await?;
+        let tx = api.api.exec.pool.begin().await?;
+        let admin = create_instance(&api.api.exec.store, tx, "Stack", api.api.exec.clock.now())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut tx = api.api.exec.pool.begin().await?;
+        let (_, scim_token) = store_token(
+            &mut tx,
+            &NewToken {
+                instance_id: admin.instance_id,
+                org_id: None,
+                principal_id: admin.admin_id,
+                kind: "scim",
+                roles: vec![Role::ScimProvisioner],
+                description: None,
+                expires_at: None,
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        tx.commit().await?;
+        let grpc = api.grpc_addr;
+        let api_http = api.http_addr;
+        let scim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let scim_addr = scim_listener.local_addr()?;
+        drop(scim_listener);
+        let gateway = cairn_scim_gateway::start(
+            cairn_scim_gateway::Config {
+                database_url: db.url.clone(),
+                api_url: format!("http://{grpc}"),
+                http_addr: scim_addr,
+                base_url: format!("http://{scim_addr}/scim/v2"),
+                max_results: 1000,
+                bulk_max_operations: 1000,
+                max_payload_bytes: 1_048_576,
+                wait_timeout_ms: 10_000,
+            },
+            shutdown.clone(),
+        )
+        .await?;
+        let tasks = vec![
+            tokio::spawn(eventstore.wait()),
+            tokio::spawn(projector.wait()),
+            tokio::spawn(gateway.wait()),
+        ];
+        Ok(Self {
+            db,
+            grpc,
+            api_http,
+            scim: scim_addr,
+            admin,
+            scim_token: scim_token.to_string(),
+            api,
+            shutdown,
+            tasks,
+            stream,
+        })
+    }
+
+    /// The SCIM base URL.
+    pub fn scim_url(&self) -> String {
+        format!("http://{}/scim/v2", self.scim)
+    }
+
+    /// A SCIM request with the stack's SCIM token.
+    pub async fn scim(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<Response> {
+        let token = format!("Bearer {}", self.scim_token);
+        let body = body.map(|b| b.to_string());
+        request(
+            self.scim,
+            method,
+            &format!("/scim/v2{path}"),
+            &[
+                ("authorization", &token),
+                ("content-type", "application/scim+json"),
+            ],
+            body.as_deref(),
+        )
+        .await
+    }
+
+    /// Stops everything and drops the database and stream.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.api.wait().await?;
+        for task in self.tasks {
+            task.await??;
+        }
+        let client = async_nats::connect(cairn_testkit::nats_url()).await?;
+        let _ = async_nats::jetstream::new(client)
+            .delete_stream(&self.stream)
+            .await;
+        self.db.drop_db().await
+    }
+}
+
+/// An HTTP response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: String,
+}
+
+impl Response {
+    /// The body as JSON (`Null` when empty or not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A minimal HTTP/1.1 request (`Connection: close`).
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> anyhow::Result<Response> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let body = body.unwrap_or("");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("bad response {head:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        })
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked { dechunk(rest) } else { rest.to_owned() };
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
