@@ -74,7 +74,8 @@ ensure_psql() {
 }
 
 # Python tools the tests drive as external clients and servers: scim2-cli (the scim2-tester
-# conformance suite) and aiosmtpd (a real SMTP server). Installed once into a virtual environment
+# conformance suite), aiosmtpd (a real SMTP server), grpcio and grpcio-tools (a gRPC client in
+# another language, with stubs generated from proto/ at test time). Installed once into a virtual environment
 # under the cache directory; exports CAIRN_TEST_PYTHON and CAIRN_TEST_SCIM2.
 ensure_python_tools() {
   local venv="${CAIRN_VENV:-$HOME/.cache/cairn/venv}"
@@ -82,9 +83,9 @@ ensure_python_tools() {
     log "creating a Python virtual environment in $venv"
     python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; }
   fi
-  if ! "$venv/bin/python" -c 'import aiosmtpd, scim2_cli' >/dev/null 2>&1; then
-    log "installing scim2-cli and aiosmtpd into $venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check scim2-cli aiosmtpd
+  if ! "$venv/bin/python" -c 'import aiosmtpd, scim2_cli, grpc, grpc_tools' >/dev/null 2>&1; then
+    log "installing scim2-cli, aiosmtpd, grpcio and grpcio-tools into $venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check scim2-cli aiosmtpd grpcio grpcio-tools
   fi
   export CAIRN_TEST_PYTHON="$venv/bin/python"
   export CAIRN_TEST_SCIM2="$venv/bin/scim2"

@@ -19,23 +19,21 @@ const BULK_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
 
 fn substitute(value: &mut Value, ids: &HashMap<String, String>) -> Result<(), ScimError> {
     match value {
-        Value::String(s) => {
-            if s.contains("bulkId:") {
-                // Longest ids first, so `bulkId:u10` is not taken for `bulkId:u1`.
-                let mut known: Vec<(&String, &String)> = ids.iter().collect();
-                known.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
-                for (reference, id) in known {
-                    *s = s.replace(&format!("bulkId:{reference}"), id);
-                }
-                if let Some(rest) = s.split("bulkId:").nth(1) {
-                    let reference: String = rest
-                        .chars()
-                        .take_while(|c| c.is_alphanumeric() || *c == '-' || *c == '_')
-                        .collect();
-                    return Err(ScimError::invalid_value(format!(
-                        "bulkId {reference:?} does not refer to an earlier operation"
-                    )));
-                }
+        Value::String(s) if s.contains("bulkId:") => {
+            // Longest ids first, so `bulkId:u10` is not taken for `bulkId:u1`.
+            let mut known: Vec<(&String, &String)> = ids.iter().collect();
+            known.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
+            for (reference, id) in known {
+                *s = s.replace(&format!("bulkId:{reference}"), id);
+            }
+            if let Some(rest) = s.split("bulkId:").nth(1) {
+                let reference: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '-' || *c == '_')
+                    .collect();
+                return Err(ScimError::invalid_value(format!(
+                    "bulkId {reference:?} does not refer to an earlier operation"
+                )));
             }
         }
         Value::Array(items) => items.iter_mut().try_for_each(|v| substitute(v, ids))?,
