@@ -2,10 +2,12 @@
 //! a line as `BENCH <key> <number>`, with the raw limit measured in the same run beside it.
 //! Driven by `scripts/bench`; see the README for the figures of the latest run.
 
+mod api;
 mod append;
 mod harness;
 mod projector;
 mod relay;
+mod scim;
 
 use anyhow::Context;
 
@@ -13,12 +15,16 @@ use anyhow::Context;
 async fn main() -> anyhow::Result<()> {
     let group = std::env::args()
         .nth(1)
-        .context("usage: cairn-bench <group>   (groups: append, relay, projector)")?;
+        .context("usage: cairn-bench <group>   (groups: append, relay, projector, api, scim)")?;
     let settings = harness::Settings::from_env()?;
     match group.as_str() {
         "append" => append::run(&settings).await,
         "relay" => relay::run(&settings).await,
         "projector" => projector::run(&settings).await,
-        other => anyhow::bail!("unknown benchmark group {other:?} (groups: append, relay, projector)"),
+        "api" => api::run(&settings).await,
+        "scim" => scim::run(&settings).await,
+        other => {
+            anyhow::bail!("unknown benchmark group {other:?} (groups: append, relay, projector, api, scim)")
+        }
     }
 }
