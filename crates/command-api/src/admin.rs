@@ -174,16 +174,20 @@ impl AdminService for Admin {
         let caller = self.api.caller(&request).await?;
         caller.require(Permission::AdministerInstance)?;
         let req = request.into_inner();
+        let mut tx = self.api.exec.pool.begin().await.map_err(ApiError::from)?;
         let row = sqlx::query(&format!(
             "UPDATE api.tokens SET revoked_at = coalesce(revoked_at, clock_timestamp()) \
              WHERE id = $1 AND instance_id = $2 RETURNING {TOKEN_COLUMNS}"
         ))
         .bind(&req.token_id)
         .bind(caller.instance_id.as_uuid())
-        .fetch_optional(&self.api.exec.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(ApiError::from)?
         .ok_or(ApiError::NotFound("token"))?;
+        crate::auth::announce_revocation(&mut tx, &req.token_id).await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        self.api.auth.forget(&req.token_id);
         Ok(Response::new(pb::RevokeTokenResponse {
             token: Some(token_from_row(&row).map_err(ApiError::from)?),
         }))

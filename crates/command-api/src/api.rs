@@ -36,6 +36,45 @@ pub struct Api {
     pub wait_timeout: Duration,
     /// Whether SCIM provisioners may mark emails verified (the instance trusts its IdP).
     pub trust_idp_emails: bool,
+    /// Recently resolved target organisations.
+    pub org_cache: OrgCache,
+}
+
+/// Key: (instance, requested org id text, caller's org binding).
+type OrgKey = (
+    cairn_domain::InstanceId,
+    String,
+    Option<cairn_domain::AggregateId>,
+);
+
+/// A few seconds' memory of which organisation a create goes to (see `users::target_org`).
+#[derive(Clone, Debug, Default)]
+pub struct OrgCache {
+    entries: std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<OrgKey, (cairn_domain::AggregateId, std::time::Instant)>>,
+    >,
+}
+
+impl OrgCache {
+    const TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+    /// A remembered resolution younger than the TTL.
+    pub fn get(&self, key: &OrgKey) -> Option<cairn_domain::AggregateId> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(key)
+            .filter(|(_, at)| at.elapsed() < Self::TTL)
+            .map(|(org, _)| *org)
+    }
+
+    /// Remembers a resolution.
+    pub fn put(&self, key: OrgKey, org: cairn_domain::AggregateId) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() > 10_000 {
+            entries.clear();
+        }
+        entries.insert(key, (org, std::time::Instant::now()));
+    }
 }
 
 impl Api {

@@ -137,16 +137,70 @@ impl Caller {
     }
 }
 
-/// Resolves bearer tokens.
+/// The `NOTIFY` channel on which a revoked token's id (or `*` for "forget every cached token") is
+/// announced, in the revoking transaction.
+pub const TOKEN_CHANNEL: &str = "cairn_tokens";
+
+/// How long a resolved token may be served from memory at most (a lost notification is bounded by
+/// this).
+const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[derive(Clone, Debug)]
+struct Cached {
+    caller: Caller,
+    hash: String,
+    expires_at: Option<DateTime<Utc>>,
+    cached_at: std::time::Instant,
+}
+
+#[derive(Debug, Default)]
+struct TokenCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, Cached>>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl TokenCache {
+    fn evict(&self, id: &str) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if id == "*" {
+            entries.clear();
+        } else {
+            entries.remove(id);
+        }
+    }
+}
+
+/// Resolves bearer tokens. With [`Authenticator::cached`], resolved tokens are kept in memory and
+/// forgotten when a revocation is announced on [`TOKEN_CHANNEL`] (this process forgets at once;
+/// other processes when the notification arrives, within milliseconds), and after 30 s in any case.
 #[derive(Clone, Debug)]
 pub struct Authenticator {
     pool: PgPool,
+    cache: Option<std::sync::Arc<TokenCache>>,
 }
 
 impl Authenticator {
-    /// Looks tokens up in `pool`.
+    /// Looks every token up in `pool`.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool, cache: None }
+    }
+
+    /// Looks tokens up in `pool` and caches them, listening for revocations until `shutdown`.
+    pub fn cached(pool: PgPool, shutdown: tokio_util::sync::CancellationToken) -> Self {
+        let cache = std::sync::Arc::new(TokenCache::default());
+        tokio::spawn(listen_for_revocations(pool.clone(), cache.clone(), shutdown));
+        Self {
+            pool,
+            cache: Some(cache),
+        }
+    }
+
+    /// Forgets a token in this process at once (the revoking call also announces it).
+    pub fn forget(&self, id: &str) {
+        if let Some(cache) = &self.cache {
+            cache.evict(id);
+        }
     }
 
     /// The caller behind an `authorization` header value.
@@ -157,6 +211,27 @@ impl Authenticator {
             .ok_or(ApiError::Unauthenticated("missing bearer token"))?;
         let parts =
             cairn_secrets::parse_token(presented).ok_or(ApiError::Unauthenticated("invalid token"))?;
+        let generation = self
+            .cache
+            .as_ref()
+            .map(|c| c.generation.load(std::sync::atomic::Ordering::SeqCst));
+        if let Some(cache) = &self.cache {
+            let hit = cache
+                .entries
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(parts.id)
+                .cloned();
+            if let Some(hit) = hit.filter(|h| h.cached_at.elapsed() < CACHE_TTL) {
+                if !cairn_secrets::verify_token(presented, &hit.hash) {
+                    return Err(ApiError::Unauthenticated("invalid token"));
+                }
+                if hit.expires_at.is_some_and(|at| at <= now) {
+                    return Err(ApiError::Unauthenticated("the token is revoked or expired"));
+                }
+                return Ok(hit.caller);
+            }
+        }
         let row = sqlx::query(
             "SELECT instance_id, org_id, principal_id, roles, hash, expires_at, revoked_at FROM api.tokens WHERE id = $1",
         )
@@ -174,7 +249,7 @@ impl Authenticator {
             return Err(ApiError::Unauthenticated("the token is revoked or expired"));
         }
         let roles: Vec<String> = row.try_get("roles")?;
-        Ok(Caller {
+        let caller = Caller {
             token_id: parts.id.to_owned(),
             instance_id: InstanceId::from_uuid(row.try_get("instance_id")?),
             org_id: row
@@ -182,8 +257,75 @@ impl Authenticator {
                 .map(AggregateId::from_uuid),
             principal_id: AggregateId::from_uuid(row.try_get("principal_id")?),
             roles: roles.iter().filter_map(|r| r.parse().ok()).collect(),
-        })
+        };
+        if let (Some(cache), Some(generation)) = (&self.cache, generation) {
+            let mut entries = cache.entries.lock().unwrap_or_else(|p| p.into_inner());
+            // A revocation announced while this lookup ran may concern this token: do not cache.
+            if cache.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+                entries.insert(
+                    parts.id.to_owned(),
+                    Cached {
+                        caller: caller.clone(),
+                        hash,
+                        expires_at: expires,
+                        cached_at: std::time::Instant::now(),
+                    },
+                );
+            }
+        }
+        Ok(caller)
     }
+}
+
+async fn listen_for_revocations(
+    pool: PgPool,
+    cache: std::sync::Arc<TokenCache>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut backoff = std::time::Duration::from_millis(100);
+    while !shutdown.is_cancelled() {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for token revocations; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {} // retry backoff
+                    _ = shutdown.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                continue;
+            }
+        };
+        if listener.listen(TOKEN_CHANNEL).await.is_err() {
+            continue;
+        }
+        backoff = std::time::Duration::from_millis(100);
+        // Anything announced while not listening is unknown: forget everything.
+        cache.evict("*");
+        loop {
+            tokio::select! {
+                notification = listener.recv() => match notification {
+                    Ok(n) => cache.evict(n.payload()),
+                    Err(error) => {
+                        tracing::warn!(%error, "token listener lost its connection; reconnecting");
+                        cache.evict("*");
+                        break;
+                    }
+                },
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Announces (in the caller's transaction) that `id` — or `*`, every token — was revoked.
+pub async fn announce_revocation(conn: &mut sqlx::PgConnection, id: &str) -> Result<(), ApiError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(TOKEN_CHANNEL)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// A token to store: the row of `api.tokens` without the secret.

@@ -52,6 +52,41 @@ impl<A> Written<A> {
     }
 }
 
+/// The connection a command writes through: a transaction (begun lazily) or, for a command that
+/// needs nothing but its push, none at all — the push is then one autocommit statement, one round
+/// trip.
+pub struct Tx {
+    pool: PgPool,
+    inner: Option<Transaction<'static, Postgres>>,
+}
+
+impl Tx {
+    /// A lazy transaction on `pool`.
+    pub fn lazy(pool: PgPool) -> Self {
+        Self { pool, inner: None }
+    }
+
+    /// The transaction's connection, beginning the transaction if needed: everything written
+    /// through it, and every later push of this command, commits together.
+    pub async fn conn(&mut self) -> Result<&mut PgConnection, ApiError> {
+        if self.inner.is_none() {
+            self.inner = Some(self.pool.begin().await?);
+        }
+        match self.inner.as_mut() {
+            Some(tx) => Ok(&mut **tx),
+            None => Err(ApiError::Internal("transaction not begun".into())),
+        }
+    }
+
+    /// Commits the transaction, if one was begun.
+    pub async fn commit(self) -> Result<(), ApiError> {
+        if let Some(tx) = self.inner {
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+}
+
 /// Runs commands against the event store.
 #[derive(Clone)]
 pub struct Executor {
@@ -106,7 +141,7 @@ impl Executor {
     /// makes the command decide once more against the fresh state.
     pub async fn change<A, F>(
         &self,
-        tx: &mut PgConnection,
+        tx: &mut Tx,
         caller: &Caller,
         id: AggregateId,
         expected: Option<i64>,
@@ -116,9 +151,31 @@ impl Executor {
         A: Aggregate,
         F: Fn(&A) -> Result<Plan, ApiError>,
     {
+        self.change_new(tx, caller, id, expected, false, decide).await
+    }
+
+    /// [`Executor::change`] for an aggregate the caller knows to be new (an id the server just
+    /// generated): nothing is loaded, the push expects sequence 0.
+    pub async fn change_new<A, F>(
+        &self,
+        tx: &mut Tx,
+        caller: &Caller,
+        id: AggregateId,
+        expected: Option<i64>,
+        fresh: bool,
+        decide: F,
+    ) -> Result<Written<A>, ApiError>
+    where
+        A: Aggregate,
+        F: Fn(&A) -> Result<Plan, ApiError>,
+    {
         let instance = caller.instance_id;
         for attempt in 0..2 {
-            let mut state: A = self.load(instance, id).await?;
+            let mut state: A = if fresh && attempt == 0 {
+                A::default()
+            } else {
+                self.load(instance, id).await?
+            };
             if let Some(expected) = expected
                 && expected != state.sequence()
             {
@@ -150,10 +207,23 @@ impl Executor {
             for other in plan.also {
                 push = push.and(other);
             }
-            sqlx::query("SAVEPOINT command").execute(&mut *tx).await?;
-            match self.store.push_in(&mut *tx, push).await {
+            let result = match tx.inner.as_mut() {
+                // Inside a transaction: a savepoint lets a conflict be retried in it.
+                Some(conn) => {
+                    sqlx::query("SAVEPOINT command").execute(&mut **conn).await?;
+                    let result = self.store.push_in(&mut **conn, push).await;
+                    let end = if result.is_ok() {
+                        "RELEASE SAVEPOINT command"
+                    } else {
+                        "ROLLBACK TO SAVEPOINT command"
+                    };
+                    sqlx::query(end).execute(&mut **conn).await?;
+                    result
+                }
+                None => self.store.push(push).await,
+            };
+            match result {
                 Ok(events) => {
-                    sqlx::query("RELEASE SAVEPOINT command").execute(&mut *tx).await?;
                     for event in events
                         .iter()
                         .filter(|e| e.aggregate_id == id && e.aggregate_type == A::aggregate_type())
@@ -163,17 +233,9 @@ impl Executor {
                     return Ok(Written { state, events });
                 }
                 Err(StoreError::Conflict { .. }) if attempt == 0 && expected.is_none() => {
-                    sqlx::query("ROLLBACK TO SAVEPOINT command")
-                        .execute(&mut *tx)
-                        .await?;
                     tracing::debug!(aggregate = %id, "concurrent change; deciding again");
                 }
-                Err(error) => {
-                    sqlx::query("ROLLBACK TO SAVEPOINT command")
-                        .execute(&mut *tx)
-                        .await?;
-                    return Err(error.into());
-                }
+                Err(error) => return Err(error.into()),
             }
         }
         Err(ApiError::Aborted(
@@ -195,10 +257,10 @@ impl Executor {
     ) -> Result<R, ApiError>
     where
         R: prost::Message + Default,
-        F: FnOnce(Transaction<'static, Postgres>) -> Fut,
-        Fut: Future<Output = Result<(Transaction<'static, Postgres>, R, Option<Position>), ApiError>>,
+        F: FnOnce(Tx) -> Fut,
+        Fut: Future<Output = Result<(Tx, R, Option<Position>), ApiError>>,
     {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = Tx::lazy(self.pool.clone());
         let fingerprint = {
             let mut hasher = sha2::Sha256::new();
             hasher.update(method.as_bytes());
@@ -212,6 +274,7 @@ impl Executor {
                     "must be 1 to 200 characters",
                 ));
             }
+            let conn = tx.conn().await?;
             let claimed = sqlx::query(
                 "INSERT INTO api.commands (instance_id, key, method, request_hash, status, expires_at) \
                  VALUES ($1, $2, $3, $4, 'pending', clock_timestamp() + interval '24 hours') \
@@ -221,7 +284,7 @@ impl Executor {
             .bind(key)
             .bind(method)
             .bind(&fingerprint)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?
             .rows_affected();
             if claimed == 0 {
@@ -230,7 +293,7 @@ impl Executor {
                 )
                 .bind(caller.instance_id.as_uuid())
                 .bind(key)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut *conn)
                 .await?;
                 if hash != fingerprint {
                     return Err(ApiError::FailedPrecondition(
@@ -248,7 +311,7 @@ impl Executor {
                 .bind(caller.instance_id.as_uuid())
                 .bind(key)
                 .bind(response.encode_to_vec())
-                .execute(&mut *tx)
+                .execute(tx.conn().await?)
                 .await?;
         }
         tx.commit().await?;

@@ -194,6 +194,7 @@ impl GroupService for Groups {
         let mut p = Parser::default();
         let display_name = p.parse("display_name", DisplayName::parse(req.display_name.clone()));
         let members = parse_members(&mut p, "member_ids", &req.member_ids);
+        let fresh = req.group_id.is_empty();
         let id = if req.group_id.is_empty() {
             Some(AggregateId::new())
         } else {
@@ -222,7 +223,7 @@ impl GroupService for Groups {
                 |mut tx| async move {
                     let written: Written<Group> = api
                         .exec
-                        .change(&mut tx, caller_ref, id, Some(0), |group: &Group| {
+                        .change_new(&mut tx, caller_ref, id, Some(0), fresh, |group: &Group| {
                             let mut decision = group.add(command.clone())?;
                             if !members.is_empty() {
                                 let after = crate::api::preview(group, &decision, &template(caller_ref, id))?;

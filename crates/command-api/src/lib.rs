@@ -146,7 +146,7 @@ pub fn build_api(
             pool: pool.clone(),
             clock,
         },
-        auth: auth::Authenticator::new(pool.clone()),
+        auth: auth::Authenticator::cached(pool.clone(), shutdown.clone()),
         waiter: cairn_query::PositionWaiter::start(pool, shutdown.clone()),
         keys,
         email: api::EmailSettings {
@@ -156,6 +156,7 @@ pub fn build_api(
         },
         wait_timeout: Duration::from_millis(config.wait_timeout_ms),
         trust_idp_emails: config.trust_idp_emails,
+        org_cache: api::OrgCache::default(),
     })
 }
 
@@ -172,7 +173,7 @@ pub async fn start_with_clock(
 ) -> anyhow::Result<Service> {
     config.validate()?;
     let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(32)
+        .max_connections(16)
         .acquire_timeout(Duration::from_secs(5))
         .connect(&config.database_url)
         .await

@@ -116,6 +116,7 @@ impl OrgService for Orgs {
         let req = request.get_ref().clone();
         let mut p = Parser::default();
         let name = p.parse("name", DisplayName::parse(req.name.clone()));
+        let fresh = req.org_id.is_empty();
         let id = if req.org_id.is_empty() {
             Some(AggregateId::new())
         } else {
@@ -137,7 +138,7 @@ impl OrgService for Orgs {
                 |mut tx| async move {
                     let written: Written<Org> = api
                         .exec
-                        .change(&mut tx, caller_ref, id, Some(0), |org: &Org| {
+                        .change_new(&mut tx, caller_ref, id, Some(0), fresh, |org: &Org| {
                             Ok(Plan::new(org.add(name.clone())?, id))
                         })
                         .await

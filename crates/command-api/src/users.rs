@@ -33,8 +33,15 @@ impl Users {
 }
 
 /// The organisation a new user goes to: the requested one, else the caller's, else the instance's
-/// default; it must exist and be visible to the caller.
+/// default; it must exist and be visible to the caller. Resolutions are remembered for a few
+/// seconds ([`crate::api::Api::org_cache`]): creating users in bulk does not re-read the instance
+/// and the organisation every time, at the price of accepting, for those seconds, a user in an
+/// organisation that was just removed.
 pub async fn target_org(api: &Api, caller: &Caller, requested: &str) -> Result<AggregateId, ApiError> {
+    let key = (caller.instance_id, requested.to_owned(), caller.org_id);
+    if let Some(org) = api.org_cache.get(&key) {
+        return Ok(org);
+    }
     let org = if !requested.is_empty() {
         requested
             .parse::<AggregateId>()
@@ -61,6 +68,7 @@ pub async fn target_org(api: &Api, caller: &Caller, requested: &str) -> Result<A
     if !state.exists() {
         return Err(ApiError::NotFound("organisation"));
     }
+    api.org_cache.put(key, org);
     Ok(org)
 }
 
@@ -166,6 +174,7 @@ impl UserService for Users {
         let mut p = Parser::default();
         let user_name = p.parse("user_name", UserName::parse(req.user_name.clone()));
         let profile = profile_from_pb(&mut p, req.profile.clone(), may_vouch(&self.api, &caller));
+        let fresh = req.user_id.is_empty();
         let id = if req.user_id.is_empty() {
             Some(AggregateId::new())
         } else {
@@ -190,7 +199,7 @@ impl UserService for Users {
             .run(&caller, "AddHumanUser", key, request.get_ref(), |mut tx| async {
                 let written: Written<User> = api
                     .exec
-                    .change(&mut tx, &caller, id, Some(0), |user: &User| {
+                    .change_new(&mut tx, &caller, id, Some(0), fresh, |user: &User| {
                         Ok(Plan::new(user.add_human(command.clone())?, org))
                     })
                     .await
@@ -222,6 +231,7 @@ impl UserService for Users {
         let mut p = Parser::default();
         let user_name = p.parse("user_name", UserName::parse(req.user_name.clone()));
         let name = p.parse("name", DisplayName::parse(req.name.clone()));
+        let fresh = req.user_id.is_empty();
         let id = if req.user_id.is_empty() {
             Some(AggregateId::new())
         } else {
@@ -249,7 +259,7 @@ impl UserService for Users {
                 |mut tx| async {
                     let written: Written<User> = api
                         .exec
-                        .change(&mut tx, &caller, id, Some(0), |user: &User| {
+                        .change_new(&mut tx, &caller, id, Some(0), fresh, |user: &User| {
                             Ok(Plan::new(user.add_machine(command.clone())?, org))
                         })
                         .await
@@ -668,6 +678,8 @@ impl UserService for Users {
         let response = api
             .exec
             .run(&caller, "RemoveUser", key, request.get_ref(), |mut tx| async move {
+                // The removal and the revocation of the user's tokens commit together.
+                tx.conn().await?;
                 let written: Written<User> = api
                     .exec
                     .change(&mut tx, caller_ref, id, expected(req.expected_sequence), |user: &User| {
@@ -679,8 +691,10 @@ impl UserService for Users {
                 sqlx::query("UPDATE api.tokens SET revoked_at = clock_timestamp() WHERE instance_id = $1 AND principal_id = $2 AND revoked_at IS NULL")
                     .bind(caller_ref.instance_id.as_uuid())
                     .bind(id.as_uuid())
-                    .execute(&mut *tx)
+                    .execute(tx.conn().await?)
                     .await?;
+                crate::auth::announce_revocation(tx.conn().await?, "*").await?;
+                api.auth.forget("*");
                 let response = pb::RemoveUserResponse { details: Some(details(&written.events, written.state.sequence(), Some(org))) };
                 Ok((tx, response, written.position()))
             })
@@ -720,7 +734,7 @@ impl UserService for Users {
                 request.get_ref(),
                 |mut tx| async move {
                     let (token_id, plaintext) = store_token(
-                        &mut tx,
+                        tx.conn().await?,
                         &NewToken {
                             instance_id: caller_ref.instance_id,
                             org_id: caller_ref.org_id,
@@ -774,16 +788,20 @@ impl UserService for Users {
         caller.require(Permission::AdministerInstance)?;
         let req = request.get_ref().clone();
         let pat = pat_uuid(&req.token_id);
+        let mut conn = self.api.exec.pool.begin().await.map_err(ApiError::from)?;
         let revoked = sqlx::query(
             "UPDATE api.tokens SET revoked_at = clock_timestamp() WHERE id = $1 AND instance_id = $2 AND principal_id = $3 AND revoked_at IS NULL",
         )
         .bind(&req.token_id)
         .bind(caller.instance_id.as_uuid())
         .bind(user_id(&req.user_id)?.as_uuid())
-        .execute(&self.api.exec.pool)
+        .execute(&mut *conn)
         .await
         .map_err(ApiError::from)?
         .rows_affected();
+        crate::auth::announce_revocation(&mut conn, &req.token_id).await?;
+        conn.commit().await.map_err(ApiError::from)?;
+        self.api.auth.forget(&req.token_id);
         if revoked == 0 {
             return Err(ApiError::NotFound("token").into());
         }
@@ -820,7 +838,7 @@ pub async fn verify(
     let user = visible_user(api, caller, id).await?;
     let org = user.org_id().unwrap_or(id);
     let outcome = std::sync::Mutex::new(None::<(bool, Option<&'static str>)>);
-    let mut tx = api.exec.pool.begin().await?;
+    let mut tx = crate::exec::Tx::lazy(api.exec.pool.clone());
     let written: Written<User> = api
         .exec
         .change(&mut tx, caller, id, None, |user: &User| {
@@ -866,7 +884,7 @@ pub async fn resend(
     let user = visible_user(api, caller, id).await?;
     let org = user.org_id().unwrap_or(id);
     let (code, plaintext) = new_code(api, caller, id, url_template, return_code)?;
-    let mut tx = api.exec.pool.begin().await?;
+    let mut tx = crate::exec::Tx::lazy(api.exec.pool.clone());
     let written: Written<User> = api
         .exec
         .change(&mut tx, caller, id, None, |user: &User| {

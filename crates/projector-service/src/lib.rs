@@ -108,7 +108,7 @@ impl Service {
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Service> {
     config.validate()?;
     let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(16)
+        .max_connections(8)
         .acquire_timeout(Duration::from_secs(5))
         .connect(&config.database_url)
         .await

@@ -57,10 +57,16 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway over its parts.
-    pub fn new(pool: PgPool, channel: Channel, limits: Limits, waiter: PositionWaiter) -> Self {
+    pub fn new(
+        pool: PgPool,
+        channel: Channel,
+        limits: Limits,
+        waiter: PositionWaiter,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Self {
         Self {
             store: PgEventStore::new(pool.clone()),
-            auth: Authenticator::new(pool.clone()),
+            auth: Authenticator::cached(pool.clone(), shutdown),
             users: UserServiceClient::new(channel.clone()),
             groups: GroupServiceClient::new(channel),
             limits: Arc::new(limits),

@@ -200,7 +200,7 @@ fn list_of(document: serde_json::Value) -> serde_json::Value {
 /// Connects and serves until `shutdown`.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Service> {
     let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(32)
+        .max_connections(16)
         .acquire_timeout(Duration::from_secs(5))
         .connect(&config.database_url)
         .await
@@ -223,6 +223,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             wait_timeout: Duration::from_millis(config.wait_timeout_ms),
         },
         waiter,
+        shutdown.clone(),
     );
     let readiness = Readiness::default().with("postgres", {
         let pool = pool.clone();

@@ -31,7 +31,7 @@ pub struct Stack {
 impl Stack {
     /// Starts everything.
     pub async fn start() -> anyhow::Result<Self> {
-        let db = TestDb::new(24).await?;
+        let db = TestDb::new(8).await?;
         let shutdown = CancellationToken::new();
         let (stream, prefix) = cairn_testkit::unique_stream();
         let eventstore = cairn_eventstore_service::start(
