@@ -211,7 +211,7 @@ impl Executor {
                 // Inside a transaction: a savepoint lets a conflict be retried in it.
                 Some(conn) => {
                     sqlx::query("SAVEPOINT command").execute(&mut **conn).await?;
-                    let result = self.store.push_in(&mut **conn, push).await;
+                    let result = self.store.push_in(conn, push).await;
                     let end = if result.is_ok() {
                         "RELEASE SAVEPOINT command"
                     } else {
