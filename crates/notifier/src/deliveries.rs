@@ -84,7 +84,8 @@ pub struct Delivery {
 }
 
 /// Claims up to `limit` due deliveries for `owner`: pending rows whose time has come and rows
-/// whose claim expired, oldest due first. `FOR UPDATE SKIP LOCKED` keeps two senders off one row.
+/// whose claim expired (those first), oldest due first. `FOR UPDATE SKIP LOCKED` keeps two
+/// senders off one row.
 pub async fn claim(
     pool: &PgPool,
     owner: Uuid,
@@ -92,19 +93,19 @@ pub async fn claim(
     claim_ttl: Duration,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
     let rows = sqlx::query(
-        "WITH due AS ( \
-           (SELECT event_id, next_attempt_at AS due_at FROM notification.deliveries \
-             WHERE status = 'pending' AND next_attempt_at <= clock_timestamp() \
-             ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
-           UNION ALL \
-           (SELECT event_id, claim_expires_at AS due_at FROM notification.deliveries \
-             WHERE status = 'sending' AND claim_expires_at < clock_timestamp() \
-             ORDER BY claim_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
-           ORDER BY due_at LIMIT $2) \
+        "WITH expired AS ( \
+           SELECT event_id FROM notification.deliveries \
+            WHERE status = 'sending' AND claim_expires_at < clock_timestamp() \
+            ORDER BY claim_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
+         due AS ( \
+           SELECT event_id FROM notification.deliveries \
+            WHERE status = 'pending' AND next_attempt_at <= clock_timestamp() \
+            ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
+         picked AS (SELECT event_id FROM expired UNION ALL SELECT event_id FROM due LIMIT $2) \
          UPDATE notification.deliveries d \
             SET status = 'sending', claimed_by = $1, attempts = d.attempts + 1, \
                 claim_expires_at = clock_timestamp() + make_interval(secs => $3), updated_at = clock_timestamp() \
-           FROM due WHERE d.event_id = due.event_id \
+           FROM picked WHERE d.event_id = picked.event_id \
          RETURNING d.event_id, d.instance_id, d.user_id, d.org_id, d.email, d.code, d.url_template, \
                    d.expires_at, d.event_created_at, d.attempts, d.message_id",
     )
