@@ -63,6 +63,9 @@ pub struct Config {
     /// HTTP listen address for /healthz, /readyz, /metrics. Port 0 picks a free port (for replicas).
     #[arg(long, env = "CAIRN_NOTIFIER_HTTP_ADDR", default_value = "0.0.0.0:8084")]
     pub http_addr: SocketAddr,
+    /// gRPC listen address of the administration API (`cairn.notification.v1.NotificationService`).
+    #[arg(long, env = "CAIRN_NOTIFIER_GRPC_ADDR", default_value = "0.0.0.0:50054")]
+    pub grpc_addr: SocketAddr,
     /// The JetStream stream the relay publishes to.
     #[arg(long, env = "CAIRN_STREAM_NAME", default_value = "CAIRN_EVENTS")]
     pub stream_name: String,
@@ -125,11 +128,13 @@ pub struct Config {
 }
 
 impl Config {
-    /// Settings with every default and the given database, keys and SMTP host, for tests and
-    /// benchmarks (the same values `notifier` gets with only those variables set).
+    /// Settings with every default, the given database and keys, and free loopback ports, for
+    /// tests and benchmarks.
     pub fn for_tests(database_url: &str, keys: &str) -> Self {
         let mut config = Self::parse_from(["notifier", "--keys", keys]);
         config.database_url = database_url.to_owned();
+        config.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.grpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         config
     }
 
@@ -202,7 +207,9 @@ mod tests {
         let mut config = Config::for_tests("postgres://x/y", &keys());
         config.smtp_password = Some("hunter2-secret".into());
         config.validate().unwrap();
-        assert_eq!(config.http_addr.port(), 8084);
+        let defaults = Config::parse_from(["notifier", "--keys", "k"]);
+        assert_eq!(defaults.http_addr.port(), 8084);
+        assert_eq!(defaults.grpc_addr.port(), 50054);
         assert_eq!(config.max_attempts, 8);
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2-secret"), "{shown}");

@@ -315,23 +315,29 @@ pub async fn get(pool: &PgPool, instance: Uuid, event_id: Uuid) -> Result<Option
 }
 
 /// Makes a failed delivery due again now, with a fresh attempt budget; only failed rows qualify
-/// (a sent message is never sent again, a skipped code is no longer valid). True when it did.
-pub async fn retry_failed(pool: &PgPool, instance: Uuid, event_id: Uuid) -> Result<bool, sqlx::Error> {
+/// (a sent message is never sent again, a skipped code is no longer valid). Returns the row as it
+/// is right after, or `None` when it did not qualify.
+pub async fn retry_failed(
+    pool: &PgPool,
+    instance: Uuid,
+    event_id: Uuid,
+) -> Result<Option<Delivery>, sqlx::Error> {
     // The code was cleared when the row failed; the event still holds it.
-    let done = sqlx::query(
+    let row = sqlx::query(
         "UPDATE notification.deliveries d SET status = 'pending', attempts = 0, \
            next_attempt_at = clock_timestamp(), updated_at = clock_timestamp(), \
            code = (SELECT e.payload -> 'code' FROM eventstore.events e \
                     WHERE e.instance_id = d.instance_id AND e.position = d.event_position \
                       AND e.in_tx_order = d.event_offset AND e.id = d.event_id) \
-         WHERE d.instance_id = $1 AND d.event_id = $2 AND d.status = 'failed'",
+         WHERE d.instance_id = $1 AND d.event_id = $2 AND d.status = 'failed' \
+         RETURNING event_id, instance_id, user_id, email, language, status, attempts, next_attempt_at, \
+                   last_error, smtp_reply, message_id, created_at, sent_at",
     )
     .bind(instance)
     .bind(event_id)
-    .execute(pool)
-    .await?
-    .rows_affected();
-    Ok(done == 1)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(delivery).transpose()
 }
 
 fn delivery(row: &sqlx::postgres::PgRow) -> Result<Delivery, sqlx::Error> {

@@ -8,6 +8,7 @@
 //!   compose ([`compose`]), send ([`smtp`]) and record the outcome; transient failures are retried
 //!   with exponential backoff and jitter, permanent ones recorded.
 //! - [`deliveries`]: every statement on the delivery table.
+//! - [`grpc`]: the administration API (deliveries, retries, template overrides).
 //! - [`config`]: the settings.
 //!
 //! What happens when a replica dies between the SMTP server's acceptance and the record is stated
@@ -16,6 +17,7 @@
 pub mod compose;
 pub mod config;
 pub mod deliveries;
+pub mod grpc;
 pub mod intake;
 pub mod sender;
 pub mod smtp;
@@ -28,6 +30,7 @@ use cairn_domain::{Clock, SystemClock};
 use cairn_eventstore::PgEventStore;
 use cairn_projection::Projection;
 use cairn_projection::projector::{Projector, ProjectorConfig, ProjectorMetrics};
+use cairn_proto::notification::v1::notification_service_server::NotificationServiceServer;
 use cairn_telemetry::Readiness;
 use futures::FutureExt;
 use prometheus_client::registry::Registry;
@@ -41,6 +44,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Service {
     /// Where /healthz, /readyz and /metrics listen.
     pub http_addr: SocketAddr,
+    /// Where the administration API listens.
+    pub grpc_addr: SocketAddr,
     /// This replica's id (lease owner of the intake, claim owner of deliveries).
     pub owner: uuid::Uuid,
     /// Its metrics.
@@ -127,11 +132,13 @@ pub async fn start_with(
     );
     let owner = projector.owner();
     let config = Arc::new(config);
+    let templates = Arc::new(templates);
+    let notifications = grpc::Notifications::new(pool.clone(), templates.clone(), clock.clone());
     let sender = sender::Sender {
         pool: pool.clone(),
         store,
         keys: Arc::new(keys),
-        templates: Arc::new(templates),
+        templates,
         transports: smtp::Transports::new(
             Duration::from_secs(config.smtp_timeout_secs),
             config.concurrency as u32,
@@ -177,9 +184,26 @@ pub async fn start_with(
         .with_context(|| format!("binding HTTP to {} (CAIRN_NOTIFIER_HTTP_ADDR)", config.http_addr))?;
     let http_addr = listener.local_addr()?;
     let router = cairn_telemetry::ops_router(readiness, Arc::new(registry));
+    let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("binding gRPC to {} (CAIRN_NOTIFIER_GRPC_ADDR)", config.grpc_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<NotificationServiceServer<grpc::Notifications>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(cairn_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building gRPC reflection")?;
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(NotificationServiceServer::new(notifications));
 
     // Shutdown order: the intake and the senders stop taking work and finish what they hold
-    // (sends in flight are recorded), then the HTTP server stops.
+    // (sends in flight are recorded), then the gRPC and HTTP servers stop.
     let work_done = CancellationToken::new();
     let mut tasks = JoinSet::new();
     tasks.spawn({
@@ -193,15 +217,27 @@ pub async fn start_with(
             Ok(())
         }
     });
+    tasks.spawn({
+        let work_done = work_done.clone();
+        async move {
+            grpc.serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                work_done.cancelled_owned(),
+            )
+            .await
+            .context("gRPC server failed")
+        }
+    });
     tasks.spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(work_done.cancelled_owned())
             .await
             .context("HTTP server failed")
     });
-    tracing::info!(%http_addr, %owner, smtp_default = config.smtp_host.is_some(), "notifier replica started");
+    tracing::info!(%http_addr, %grpc_addr, %owner, smtp_default = config.smtp_host.is_some(), "notifier replica started");
     Ok(Service {
         http_addr,
+        grpc_addr,
         owner,
         metrics,
         tasks,

@@ -5,6 +5,7 @@
 use cairn_command_api::bootstrap::{Bootstrapped, create_instance};
 use cairn_domain::{Clock, SystemClock};
 use cairn_proto::admin::v1 as admin;
+use cairn_proto::notification::v1 as notification;
 use cairn_proto::user::v1 as user;
 use cairn_testkit::{TestDb, eventually};
 use serde_json::Value;
@@ -357,7 +358,6 @@ impl Stack {
     pub fn notifier_config(&self, smtp_port: u16) -> cairn_notifier::Config {
         let mut config = cairn_notifier::Config::for_tests(&self.db.url, &self.keys);
         config.nats_url = cairn_testkit::nats_url();
-        config.http_addr = "127.0.0.1:0".parse().unwrap();
         config.stream_name = self.stream.clone();
         config.subject_prefix = self.prefix.clone();
         config.lease_ttl_secs = 2;
@@ -392,6 +392,7 @@ impl Stack {
             .unwrap();
         Notifier {
             http_addr: service.http_addr,
+            grpc_addr: service.grpc_addr,
             metrics: service.metrics.clone(),
             shutdown,
             task: tokio::spawn(service.wait()),
@@ -515,12 +516,22 @@ pub struct DeliveryRow {
 /// A running notifier replica.
 pub struct Notifier {
     pub http_addr: std::net::SocketAddr,
+    pub grpc_addr: std::net::SocketAddr,
     pub metrics: cairn_notifier::NotifierMetrics,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Notifier {
+    /// A client of the replica's administration API.
+    pub fn client(&self) -> notification::notification_service_client::NotificationServiceClient<Channel> {
+        notification::notification_service_client::NotificationServiceClient::new(
+            Channel::from_shared(format!("http://{}", self.grpc_addr))
+                .unwrap()
+                .connect_lazy(),
+        )
+    }
+
     /// Graceful shutdown; waits for it.
     pub async fn stop(self) {
         self.shutdown.cancel();
