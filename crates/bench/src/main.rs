@@ -4,6 +4,7 @@
 
 mod append;
 mod harness;
+mod notifier;
 mod projector;
 mod relay;
 
@@ -13,12 +14,15 @@ use anyhow::Context;
 async fn main() -> anyhow::Result<()> {
     let group = std::env::args()
         .nth(1)
-        .context("usage: cairn-bench <group>   (groups: append, relay, projector)")?;
+        .context("usage: cairn-bench <group>   (groups: append, relay, projector, notifier)")?;
     let settings = harness::Settings::from_env()?;
     match group.as_str() {
         "append" => append::run(&settings).await,
         "relay" => relay::run(&settings).await,
         "projector" => projector::run(&settings).await,
-        other => anyhow::bail!("unknown benchmark group {other:?} (groups: append, relay, projector)"),
+        "notifier" => notifier::run(&settings).await,
+        other => {
+            anyhow::bail!("unknown benchmark group {other:?} (groups: append, relay, projector, notifier)")
+        }
     }
 }
