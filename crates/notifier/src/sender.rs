@@ -399,10 +399,13 @@ async fn listen(sender: Sender, wake: Arc<Notify>, shutdown: CancellationToken) 
         backoff = Duration::from_millis(100);
         // The listener may have missed commits while it connected.
         wake.notify_waiters();
+        // An interval, not a sleep per loop, so a stream of notifications cannot starve the gauge.
+        let mut gauge = tokio::time::interval(poll);
+        gauge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let received = tokio::select! {
                 received = listener.recv() => received,
-                _ = tokio::time::sleep(poll) => { // poll_interval: refresh the gauge
+                _ = gauge.tick() => {
                     if let Ok(depth) = deliveries::queue_depth(&sender.pool).await {
                         sender.metrics.queue_depth.set(depth);
                     }
