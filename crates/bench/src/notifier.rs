@@ -6,6 +6,12 @@
 //!   from its start until the sink has accepted every message (intake, compose, SMTP, record).
 //! - `notifier.raw_smtp_per_s`: the raw limit of the same run: messages of the same size sent with
 //!   lettre straight to the same sink, with the same concurrency, without the notifier.
+//!
+//! Concurrency (workers and pooled connections) is `CAIRN_BENCH_NOTIFIER_CONCURRENCY` (8). Each
+//! connection carries one message at a time, and lettre ends a message with a second small write
+//! (`\r\n.\r\n`) that Nagle's algorithm holds until the body is acknowledged, which a delayed ACK
+//! postpones by up to 40 ms on Linux: per connection the rate is bounded near 25 messages/s, for
+//! the raw sender and the notifier alike.
 //! - `notifier.event_to_accept_p50_ms` / `_p99_ms`: at a steady 50 code events/s, from the push's
 //!   return to the sink's acceptance, through the relay, JetStream, the intake and a sender.
 
@@ -25,7 +31,14 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-const CONCURRENCY: usize = 8;
+/// Messages in flight (notifier workers, raw senders, pooled SMTP connections):
+/// `CAIRN_BENCH_NOTIFIER_CONCURRENCY`, 8 by default.
+fn concurrency() -> usize {
+    std::env::var("CAIRN_BENCH_NOTIFIER_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8)
+}
 
 /// What the sink accepted: Message-ID → arrival.
 #[derive(Default)]
@@ -219,7 +232,7 @@ fn notifier_config(
     config.nats_url = std::env::var("CAIRN_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
     config.stream_name = stream.to_owned();
     config.subject_prefix = prefix.to_owned();
-    config.concurrency = CONCURRENCY;
+    config.concurrency = concurrency();
     config.smtp_host = Some("127.0.0.1".into());
     config.smtp_port = port;
     config.smtp_tls = cairn_notifier::TlsMode::None;
@@ -243,7 +256,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
         let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
             .port(port)
-            .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(CONCURRENCY as u32))
+            .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(concurrency() as u32))
             .build();
         let text =
             "Hello Ada,\n\nplease confirm your email address for Default with this code:\n\n    K7M2Q9XA\n\n"
@@ -252,7 +265,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         let sent = Arc::new(AtomicUsize::new(0));
         let started = Instant::now();
         let mut workers = tokio::task::JoinSet::new();
-        for _ in 0..CONCURRENCY {
+        for _ in 0..concurrency() {
             let (transport, text, html, sent) = (transport.clone(), text.clone(), html.clone(), sent.clone());
             workers.spawn(async move {
                 while sent.fetch_add(1, Ordering::SeqCst) < backlog {
