@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "cairn/group/v1/group.proto",
         "cairn/org/v1/org.proto",
         "cairn/admin/v1/admin.proto",
+        "cairn/notification/v1/notification.proto",
     ];
     let fds = protox::compile(files, [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);

@@ -70,6 +70,11 @@ impl BenchDb {
         Ok(Self { name, admin, pool })
     }
 
+    /// A URL that connects to the database (for services started in the benchmark).
+    pub fn url(&self) -> String {
+        self.admin.clone().database(&self.name).to_url_lossy().to_string()
+    }
+
     pub async fn drop_db(self) -> anyhow::Result<()> {
         self.pool.close().await;
         let mut conn = self.admin.connect().await?;

@@ -5,6 +5,7 @@
 mod api;
 mod append;
 mod harness;
+mod notifier;
 mod projector;
 mod relay;
 mod scim;
@@ -15,16 +16,17 @@ use anyhow::Context;
 async fn main() -> anyhow::Result<()> {
     let group = std::env::args()
         .nth(1)
-        .context("usage: cairn-bench <group>   (groups: append, relay, projector, api, scim)")?;
+        .context("usage: cairn-bench <group>   (groups: append, relay, projector, notifier, api, scim)")?;
     let settings = harness::Settings::from_env()?;
     match group.as_str() {
         "append" => append::run(&settings).await,
         "relay" => relay::run(&settings).await,
         "projector" => projector::run(&settings).await,
+        "notifier" => notifier::run(&settings).await,
         "api" => api::run(&settings).await,
         "scim" => scim::run(&settings).await,
         other => {
-            anyhow::bail!("unknown benchmark group {other:?} (groups: append, relay, projector, api, scim)")
+            anyhow::bail!("unknown benchmark group {other:?} (groups: append, relay, projector, notifier, api, scim)")
         }
     }
 }

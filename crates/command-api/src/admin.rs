@@ -317,7 +317,7 @@ impl AdminService for Admin {
 
 /// The AAD that binds an SMTP password to its instance.
 pub fn smtp_aad(instance: cairn_domain::InstanceId) -> Vec<u8> {
-    cairn_secrets::aad(&[b"smtp-password", instance.as_uuid().as_bytes()])
+    cairn_secrets::smtp_password_aad(instance.as_uuid().as_bytes())
 }
 
 impl Admin {

@@ -12,11 +12,7 @@ use cairn_secrets::{Sealed, Zeroizing};
 
 /// The AAD that binds a code to its instance and user.
 pub fn code_aad(instance: cairn_domain::InstanceId, user: AggregateId) -> Vec<u8> {
-    cairn_secrets::aad(&[
-        b"email-code",
-        instance.as_uuid().as_bytes(),
-        user.as_uuid().as_bytes(),
-    ])
+    cairn_secrets::email_code_aad(instance.as_uuid().as_bytes(), user.as_uuid().as_bytes())
 }
 
 /// A fresh code for `user`, sealed for the event, and its plaintext.

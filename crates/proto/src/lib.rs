@@ -46,3 +46,10 @@ pub mod admin {
         tonic::include_proto!("cairn.admin.v1");
     }
 }
+
+/// `cairn.notification.v1`: the notifier's deliveries and email templates.
+pub mod notification {
+    pub mod v1 {
+        tonic::include_proto!("cairn.notification.v1");
+    }
+}

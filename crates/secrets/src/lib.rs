@@ -3,8 +3,8 @@
 //!
 //! - [`Keyring`]: AES-256-GCM encryption at rest (verification codes, SMTP passwords) under a key
 //!   id, so keys can be rotated: one active key encrypts, every configured key decrypts. Associated
-//!   data ([`aad`]) binds a ciphertext to its context, so a sealed code cannot be replayed for
-//!   another user or purpose.
+//!   data ([`aad`]; per purpose [`email_code_aad`], [`smtp_password_aad`]) binds a ciphertext to
+//!   its context, so a sealed code cannot be replayed for another user or purpose.
 //! - [`generate_code`] and [`codes_match`]: verification codes drawn from a CSPRNG without modulo
 //!   bias, compared in constant time.
 //! - [`issue_token`], [`hash_token`], [`verify_token`]: high-entropy API and SCIM tokens, shown
@@ -19,6 +19,7 @@ mod code;
 mod error;
 mod keyring;
 mod password;
+mod purpose;
 mod redacted;
 mod token;
 
@@ -28,6 +29,7 @@ pub use keyring::{KEY_LEN, Keyring, NONCE_LEN, Sealed, aad};
 pub use password::{
     PasswordParams, hash_password, hash_password_with, password_needs_rehash, verify_password,
 };
+pub use purpose::{email_code_aad, smtp_password_aad};
 pub use redacted::{Redacted, SecretString};
 pub use token::{
     IssuedToken, PAT_PREFIX, SCIM_PREFIX, TOKEN_ID_LEN, TOKEN_SECRET_BYTES, TokenParts, hash_token,

@@ -1,0 +1,245 @@
+//! The `notifier` service: every `user.human.email.code.added` event becomes one delivery record
+//! and, unless the code was returned to the caller or is no longer valid, one email sent over SMTP
+//! (DESIGN.md guarantee 10).
+//!
+//! - [`intake`]: the `notifications` projection, run by the projection framework under leases:
+//!   one `notification.deliveries` row per event, exactly once, caught up from PostgreSQL.
+//! - [`sender`]: workers that claim due rows (`FOR UPDATE SKIP LOCKED`, with a claim expiry),
+//!   compose ([`compose`]), send ([`smtp`]) and record the outcome; transient failures are retried
+//!   with exponential backoff and jitter, permanent ones recorded.
+//! - [`deliveries`]: every statement on the delivery table.
+//! - [`grpc`]: the administration API (deliveries, retries, template overrides).
+//! - [`config`]: the settings.
+//!
+//! What happens when a replica dies between the SMTP server's acceptance and the record is stated
+//! and measured in `docs/ARCHITECTURE.md` ("Guarantee 10 — notifications").
+
+pub mod compose;
+pub mod config;
+pub mod deliveries;
+pub mod grpc;
+pub mod intake;
+pub mod sender;
+pub mod smtp;
+
+pub use config::{Config, TlsMode};
+pub use sender::{Hooks, NotifierMetrics};
+
+use anyhow::Context;
+use cairn_domain::{Clock, SystemClock};
+use cairn_eventstore::PgEventStore;
+use cairn_projection::Projection;
+use cairn_projection::projector::{Projector, ProjectorConfig, ProjectorMetrics};
+use cairn_proto::notification::v1::notification_service_server::NotificationServiceServer;
+use cairn_telemetry::Readiness;
+use futures::FutureExt;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// A started replica.
+pub struct Service {
+    /// Where /healthz, /readyz and /metrics listen.
+    pub http_addr: SocketAddr,
+    /// Where the administration API listens.
+    pub grpc_addr: SocketAddr,
+    /// This replica's id (lease owner of the intake, claim owner of deliveries).
+    pub owner: uuid::Uuid,
+    /// Its metrics.
+    pub metrics: NotifierMetrics,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+impl Service {
+    /// Waits for every task to end after shutdown.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let mut first = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            if let Err(error) = joined.context("a notifier task panicked").and_then(|r| r) {
+                tracing::error!(error = %format!("{error:#}"), "notifier task failed");
+                first.get_or_insert(error);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+/// Connects, migrates, and starts the intake, the senders and the HTTP endpoints.
+pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Service> {
+    start_with(config, shutdown, Arc::new(SystemClock), Hooks::default()).await
+}
+
+/// [`start`] with an injected clock (code expiry) and test hooks.
+pub async fn start_with(
+    config: Config,
+    shutdown: CancellationToken,
+    clock: Arc<dyn Clock>,
+    hooks: Hooks,
+) -> anyhow::Result<Service> {
+    config.validate()?;
+    let keys = cairn_secrets::Keyring::parse(config.keys.expose_str())
+        .map_err(|e| anyhow::anyhow!("CAIRN_KEYS: {e}"))?;
+    let templates = cairn_mail::Templates::new().context("compiling the email templates")?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8 + config.concurrency as u32)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&config.database_url)
+        .await
+        .context("connecting to PostgreSQL (CAIRN_DATABASE_URL)")?;
+    cairn_migrations::run(&pool)
+        .await
+        .context("applying migrations")?;
+    let store = PgEventStore::new(pool.clone());
+    let nats = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(config.nats_url.as_str())
+        .await
+        .context("connecting to NATS (CAIRN_NATS_URL)")?;
+    let js = async_nats::jetstream::new(nats.clone());
+
+    let mut registry = Registry::default();
+    let projector_metrics = ProjectorMetrics::default();
+    registry.register(
+        "cairn_notifier_intake_events",
+        "Code events read by this replica's intake",
+        projector_metrics.events.clone(),
+    );
+    registry.register(
+        "cairn_notifier_intake_leases",
+        "Intake leases held by this replica",
+        projector_metrics.leases.clone(),
+    );
+    let metrics = NotifierMetrics::default();
+    metrics.register(&mut registry);
+
+    let projector = Projector::new(
+        pool.clone(),
+        store.clone(),
+        vec![Arc::new(intake::NotificationsProjection) as Arc<dyn Projection>],
+        ProjectorConfig {
+            lease_ttl: Duration::from_secs(config.lease_ttl_secs),
+            batch: 1000,
+            max_attempts: 3,
+            head_check: Duration::from_millis(config.head_check_ms),
+            stream: Some((config.stream_name.clone(), config.subject_prefix.clone())),
+            crash_every: None,
+        },
+        Some(js),
+        projector_metrics,
+    );
+    let owner = projector.owner();
+    let config = Arc::new(config);
+    let templates = Arc::new(templates);
+    let notifications = grpc::Notifications::new(pool.clone(), templates.clone(), clock.clone());
+    let sender = sender::Sender {
+        pool: pool.clone(),
+        store,
+        keys: Arc::new(keys),
+        templates,
+        transports: smtp::Transports::new(
+            Duration::from_secs(config.smtp_timeout_secs),
+            config.concurrency as u32,
+        ),
+        config: config.clone(),
+        metrics: metrics.clone(),
+        clock,
+        owner,
+        jitter: Arc::new(rand::random::<f64>),
+        hooks,
+    };
+
+    let readiness = Readiness::default()
+        .with("postgres", {
+            let pool = pool.clone();
+            move || {
+                let pool = pool.clone();
+                async move {
+                    sqlx::query("SELECT 1")
+                        .execute(&pool)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+                .boxed()
+            }
+        })
+        .with("nats", {
+            let nats = nats.clone();
+            move || {
+                let state = nats.connection_state();
+                async move {
+                    match state {
+                        async_nats::connection::State::Connected => Ok(()),
+                        other => Err(format!("nats connection is {other:?}")),
+                    }
+                }
+                .boxed()
+            }
+        });
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding HTTP to {} (CAIRN_NOTIFIER_HTTP_ADDR)", config.http_addr))?;
+    let http_addr = listener.local_addr()?;
+    let router = cairn_telemetry::ops_router(readiness, Arc::new(registry));
+    let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("binding gRPC to {} (CAIRN_NOTIFIER_GRPC_ADDR)", config.grpc_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<NotificationServiceServer<grpc::Notifications>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(cairn_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building gRPC reflection")?;
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(NotificationServiceServer::new(notifications));
+
+    // Shutdown order: the intake and the senders stop taking work and finish what they hold
+    // (sends in flight are recorded), then the gRPC and HTTP servers stop.
+    let work_done = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    tasks.spawn({
+        let shutdown = shutdown.clone();
+        let work_done = work_done.clone();
+        async move {
+            let intake = projector.run(shutdown.clone());
+            let senders = sender.run(shutdown);
+            futures::future::join(intake, senders).await;
+            work_done.cancel();
+            Ok(())
+        }
+    });
+    tasks.spawn({
+        let work_done = work_done.clone();
+        async move {
+            grpc.serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                work_done.cancelled_owned(),
+            )
+            .await
+            .context("gRPC server failed")
+        }
+    });
+    tasks.spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(work_done.cancelled_owned())
+            .await
+            .context("HTTP server failed")
+    });
+    tracing::info!(%http_addr, %grpc_addr, %owner, smtp_default = config.smtp_host.is_some(), "notifier replica started");
+    Ok(Service {
+        http_addr,
+        grpc_addr,
+        owner,
+        metrics,
+        tasks,
+    })
+}

@@ -1,0 +1,459 @@
+//! The senders: workers that claim due deliveries, compose, send over SMTP and record the outcome.
+//!
+//! One attempt of a claimed delivery:
+//! 1. the SMTP settings of its instance (or the defaults); none or unusable → transient;
+//! 2. compose ([`crate::compose`]): skipped when the code was superseded, voided, verified, expired
+//!    or the user is gone; the code is decrypted in memory only;
+//! 3. send with lettre; the server's answer decides: accepted → `sent`; a 5xx → `failed` at once;
+//!    anything else (no connection, timeout, TLS, 4xx) → `pending` again after an exponential
+//!    backoff with jitter, and `failed` once the attempts are used up.
+//!
+//! Workers wait on the intake's commit notifications (`cairn_projections`, payload
+//! `notifications:...`), on the time the next retry is due, and on a slow poll as a safety net.
+//! Logs carry the event id, instance, user and attempt, never the code, the address's message or
+//! a password.
+
+use crate::compose::{ComposeError, Composer};
+use crate::config::Config;
+use crate::deliveries::{self, Claimed, FinalStatus};
+use crate::intake::PROJECTION_NAME;
+use crate::smtp::{self, Outcome, Transports};
+use cairn_domain::Clock;
+use cairn_eventstore::PgEventStore;
+use cairn_mail::Templates;
+use cairn_secrets::Keyring;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Counters and gauges of a notifier replica (exported on `/metrics`).
+#[derive(Clone, Debug)]
+pub struct NotifierMetrics {
+    /// Messages the SMTP server accepted.
+    pub sent: Counter,
+    /// Deliveries recorded as failed (permanent failure or attempts exhausted).
+    pub failed: Counter,
+    /// Transient failures that were scheduled for another attempt.
+    pub retries: Counter,
+    /// Deliveries skipped (superseded, expired, ...).
+    pub skipped: Counter,
+    /// Deliveries pending or being sent, across replicas.
+    pub queue_depth: Gauge,
+    /// Seconds from the event's commit to the SMTP server's acceptance.
+    pub event_to_accept: Histogram,
+}
+
+impl Default for NotifierMetrics {
+    fn default() -> Self {
+        Self {
+            sent: Counter::default(),
+            failed: Counter::default(),
+            retries: Counter::default(),
+            skipped: Counter::default(),
+            queue_depth: Gauge::default(),
+            event_to_accept: Histogram::new(exponential_buckets(0.005, 2.0, 16)),
+        }
+    }
+}
+
+impl NotifierMetrics {
+    /// Registers every metric under `cairn_notifier_*`.
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "cairn_notifier_sent",
+            "Messages accepted by the SMTP server",
+            self.sent.clone(),
+        );
+        registry.register(
+            "cairn_notifier_failed",
+            "Deliveries recorded as failed",
+            self.failed.clone(),
+        );
+        registry.register(
+            "cairn_notifier_retries",
+            "Transient failures scheduled for another attempt",
+            self.retries.clone(),
+        );
+        registry.register(
+            "cairn_notifier_skipped",
+            "Deliveries skipped because the code was superseded, voided, verified or expired",
+            self.skipped.clone(),
+        );
+        registry.register(
+            "cairn_notifier_queue_depth",
+            "Deliveries pending or being sent",
+            self.queue_depth.clone(),
+        );
+        registry.register(
+            "cairn_notifier_event_to_accept_seconds",
+            "Time from the event's commit to the SMTP server accepting the message",
+            self.event_to_accept.clone(),
+        );
+    }
+}
+
+/// Exponential backoff with jitter: attempt `n` (1-based) waits between half and all of
+/// `base * 2^(n-1)`, capped at `max`.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    /// The first delay.
+    pub base: Duration,
+    /// The longest delay.
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The delay after attempt `attempt`, with `jitter` drawn uniformly from `[0, 1)`.
+    pub fn delay(&self, attempt: i32, jitter: f64) -> Duration {
+        let doublings = u32::try_from(attempt.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
+        let full = self
+            .base
+            .saturating_mul(2_u32.saturating_pow(doublings))
+            .min(self.max);
+        full.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// Test hooks.
+#[derive(Clone, Debug, Default)]
+pub struct Hooks {
+    /// When set, the sender that gets the n-th SMTP acceptance (counting down to zero) stops right
+    /// after it, before recording it, as if the process had died between the server's `250` and
+    /// the database update. The worker exits; its claim stays until it expires.
+    pub crash_after_accepts: Option<Arc<AtomicI64>>,
+}
+
+/// What the senders need.
+#[derive(Clone)]
+pub struct Sender {
+    /// PostgreSQL.
+    pub pool: PgPool,
+    /// The event store.
+    pub store: PgEventStore,
+    /// The keys.
+    pub keys: Arc<Keyring>,
+    /// The templates.
+    pub templates: Arc<Templates>,
+    /// Settings (SMTP defaults, attempts, backoff, claim TTL, poll).
+    pub config: Arc<Config>,
+    /// SMTP transports.
+    pub transports: Transports,
+    /// Metrics.
+    pub metrics: NotifierMetrics,
+    /// The clock (code expiry, message date).
+    pub clock: Arc<dyn Clock>,
+    /// This replica's claim owner id.
+    pub owner: Uuid,
+    /// Randomness for the backoff jitter: a value in `[0, 1)`.
+    pub jitter: Arc<dyn Fn() -> f64 + Send + Sync>,
+    /// Test hooks.
+    pub hooks: Hooks,
+}
+
+enum Worked {
+    Did,
+    Idle,
+    Crashed,
+}
+
+impl Sender {
+    /// Runs the wake-up listener and `concurrency` workers until `shutdown`; in-flight sends finish
+    /// and are recorded first.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let wake = Arc::new(Notify::new());
+        let mut tasks = JoinSet::new();
+        tasks.spawn(listen(self.clone(), wake.clone(), shutdown.clone()));
+        for worker in 0..self.config.concurrency {
+            tasks.spawn(self.clone().work(worker, wake.clone(), shutdown.clone()));
+        }
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(error) = joined {
+                tracing::error!(%error, "a sender task panicked");
+            }
+        }
+    }
+
+    async fn work(self, worker: usize, wake: Arc<Notify>, shutdown: CancellationToken) {
+        let poll = Duration::from_millis(self.config.poll_ms);
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            // Registered before looking, so a wake-up between the look and the wait is not lost.
+            let notified = wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let pause = match self.work_once().await {
+                Ok(Worked::Did) => {
+                    backoff = Duration::from_millis(100);
+                    continue;
+                }
+                Ok(Worked::Crashed) => {
+                    tracing::warn!(
+                        worker,
+                        "sender stopped by the crash hook after an SMTP acceptance"
+                    );
+                    return;
+                }
+                Ok(Worked::Idle) => {
+                    backoff = Duration::from_millis(100);
+                    match deliveries::next_due_in(&self.pool).await {
+                        Ok(Some(due)) => due.min(poll),
+                        _ => poll,
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(worker, %error, "claiming deliveries failed; retrying");
+                    let pause = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    pause
+                }
+            };
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(pause) => {} // poll_interval / next retry due / error backoff
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn work_once(&self) -> Result<Worked, sqlx::Error> {
+        let claimed = deliveries::claim(&self.pool, self.owner, 1, self.config.claim_ttl()).await?;
+        let Some(delivery) = claimed.into_iter().next() else {
+            return Ok(Worked::Idle);
+        };
+        Ok(self.attempt(delivery).await)
+    }
+
+    #[tracing::instrument(
+        name = "notifier.deliver",
+        skip_all,
+        fields(event_id = %delivery.event_id, instance = %delivery.instance_id, user = %delivery.user_id, attempt = delivery.attempts)
+    )]
+    async fn attempt(&self, delivery: Claimed) -> Worked {
+        let settings =
+            match smtp::settings_for(&self.pool, &self.keys, &self.config, delivery.instance_id).await {
+                Ok(settings) => settings,
+                Err(error) => {
+                    self.transient(&delivery, &error.to_string(), None).await;
+                    return Worked::Did;
+                }
+            };
+        let composer = Composer {
+            pool: &self.pool,
+            store: &self.store,
+            keys: &self.keys,
+            templates: &self.templates,
+            now: self.clock.now(),
+        };
+        let composed = match composer.compose(&delivery, &settings).await {
+            Ok(Ok(composed)) => composed,
+            Ok(Err(skip)) => {
+                tracing::info!(reason = skip.reason(), "delivery skipped");
+                self.metrics.skipped.inc();
+                self.record_final(&delivery, FinalStatus::Skipped, skip.reason(), None)
+                    .await;
+                return Worked::Did;
+            }
+            Err(ComposeError::Transient(error)) => {
+                self.transient(&delivery, &error, None).await;
+                return Worked::Did;
+            }
+            Err(ComposeError::Permanent(error)) => {
+                self.permanent(&delivery, &error, None).await;
+                return Worked::Did;
+            }
+        };
+        for warning in &composed.warnings {
+            tracing::warn!(warning = %warning, "message composed with a fallback");
+        }
+        let transport = match self.transports.get(&settings) {
+            Ok(transport) => transport,
+            Err(error) => {
+                let error = format!("SMTP settings unusable: {error}");
+                self.transient(&delivery, &error, None).await;
+                return Worked::Did;
+            }
+        };
+        match smtp::send(&transport, composed.message).await {
+            Outcome::Accepted(reply) => {
+                if let Some(countdown) = &self.hooks.crash_after_accepts
+                    && countdown.fetch_sub(1, Ordering::SeqCst) == 1
+                {
+                    return Worked::Crashed;
+                }
+                let latency = (self.clock.now() - delivery.event_created_at)
+                    .to_std()
+                    .unwrap_or_default();
+                self.metrics.event_to_accept.observe(latency.as_secs_f64());
+                self.metrics.sent.inc();
+                self.record_sent(&delivery, &composed.language, &reply).await;
+                tracing::info!(language = %composed.language, reply = %reply, "message accepted");
+            }
+            Outcome::Transient(error) => {
+                self.transient(&delivery, &error, Some(&error)).await;
+            }
+            Outcome::Permanent(error) => {
+                self.permanent(&delivery, &error, Some(&error)).await;
+            }
+        }
+        Worked::Did
+    }
+
+    async fn transient(&self, delivery: &Claimed, error: &str, reply: Option<&str>) {
+        if delivery.attempts >= self.config.max_attempts {
+            let reason = format!("gave up after {} attempts: {error}", delivery.attempts);
+            tracing::warn!(error = %error, "delivery failed for good: attempts used up");
+            self.metrics.failed.inc();
+            self.record_final(delivery, FinalStatus::Failed, &reason, reply)
+                .await;
+            return;
+        }
+        let backoff = crate::sender::Backoff {
+            base: Duration::from_millis(self.config.backoff_base_ms),
+            max: Duration::from_millis(self.config.backoff_max_ms),
+        };
+        let delay = backoff.delay(delivery.attempts, (self.jitter)());
+        tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "delivery failed; will retry");
+        self.metrics.retries.inc();
+        match deliveries::mark_retry(&self.pool, delivery.event_id, self.owner, delay, error, reply).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("the claim was taken over before the retry was recorded"),
+            Err(error) => {
+                tracing::warn!(%error, "could not record the retry; the claim expires and it is retried")
+            }
+        }
+    }
+
+    async fn permanent(&self, delivery: &Claimed, error: &str, reply: Option<&str>) {
+        tracing::warn!(error = %error, "delivery failed permanently; not retried");
+        self.metrics.failed.inc();
+        self.record_final(delivery, FinalStatus::Failed, error, reply)
+            .await;
+    }
+
+    async fn record_final(&self, delivery: &Claimed, status: FinalStatus, reason: &str, reply: Option<&str>) {
+        match deliveries::mark_final(&self.pool, delivery.event_id, self.owner, status, reason, reply).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("the claim was taken over before the outcome was recorded"),
+            Err(error) => {
+                tracing::warn!(%error, "could not record the outcome; the claim expires and it is retried")
+            }
+        }
+    }
+
+    /// Records an accepted message, retrying the database a few times: until it is recorded, an
+    /// expired claim would send the message again.
+    async fn record_sent(&self, delivery: &Claimed, language: &str, reply: &str) {
+        let mut pause = Duration::from_millis(50);
+        for attempt in 1..=6 {
+            match deliveries::mark_sent(&self.pool, delivery.event_id, language, reply).await {
+                Ok(true) => return,
+                Ok(false) => {
+                    tracing::warn!("the delivery was already final when its acceptance was recorded");
+                    return;
+                }
+                Err(error) if attempt < 6 => {
+                    tracing::warn!(%error, attempt, "could not record the acceptance; retrying");
+                    tokio::time::sleep(pause).await; // retry backoff
+                    pause *= 2;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "could not record the acceptance; the message may be sent again once the claim expires");
+                }
+            }
+        }
+    }
+}
+
+/// Wakes the workers when the intake commits (its `NOTIFY` on `cairn_projections`), and keeps the
+/// queue-depth gauge current.
+async fn listen(sender: Sender, wake: Arc<Notify>, shutdown: CancellationToken) {
+    let prefix = format!("{PROJECTION_NAME}:");
+    let poll = Duration::from_millis(sender.config.poll_ms).max(Duration::from_millis(500));
+    let mut backoff = Duration::from_millis(100);
+    while !shutdown.is_cancelled() {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&sender.pool).await {
+            Ok(mut listener) => match listener.listen(cairn_projection::PROJECTION_CHANNEL).await {
+                Ok(()) => listener,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot LISTEN for intake commits; workers poll");
+                    pause(backoff, &shutdown).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            },
+            Err(error) => {
+                tracing::warn!(%error, "cannot LISTEN for intake commits; workers poll");
+                pause(backoff, &shutdown).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        // The listener may have missed commits while it connected.
+        wake.notify_waiters();
+        // An interval, not a sleep per loop, so a stream of notifications cannot starve the gauge.
+        let mut gauge = tokio::time::interval(poll);
+        gauge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let received = tokio::select! {
+                received = listener.recv() => received,
+                _ = gauge.tick() => {
+                    if let Ok(depth) = deliveries::queue_depth(&sender.pool).await {
+                        sender.metrics.queue_depth.set(depth);
+                    }
+                    continue;
+                }
+                _ = shutdown.cancelled() => return,
+            };
+            match received {
+                Ok(notification) if notification.payload().starts_with(&prefix) => wake.notify_waiters(),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "lost the LISTEN connection; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn pause(duration: Duration, shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => {} // retry backoff
+        _ = shutdown.cancelled() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let backoff = Backoff {
+            base: Duration::from_secs(2),
+            max: Duration::from_secs(60),
+        };
+        assert_eq!(backoff.delay(1, 0.0), Duration::from_secs(1));
+        assert_eq!(backoff.delay(1, 1.0), Duration::from_secs(2));
+        assert_eq!(backoff.delay(2, 1.0), Duration::from_secs(4));
+        assert_eq!(backoff.delay(3, 0.5), Duration::from_secs(6));
+        assert_eq!(backoff.delay(10, 1.0), Duration::from_secs(60));
+        assert_eq!(backoff.delay(1000, 0.0), Duration::from_secs(30));
+        assert_eq!(backoff.delay(0, 1.0), Duration::from_secs(2));
+        for attempt in 1..12 {
+            for jitter in [0.0, 0.3, 0.99] {
+                let d = backoff.delay(attempt, jitter);
+                assert!(d >= backoff.delay(attempt, 0.0) && d <= backoff.delay(attempt, 1.0));
+            }
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! The associated data of each kind of sealed value, in one place, so the service that seals a
+//! value and the service that opens it (command-api and the notifier) cannot drift apart.
+
+use crate::aad;
+
+/// The AAD that binds an email verification code to its instance and user (their UUID bytes):
+/// a sealed code copied to another user or instance does not decrypt.
+pub fn email_code_aad(instance: &[u8; 16], user: &[u8; 16]) -> Vec<u8> {
+    aad(&[b"email-code", instance, user])
+}
+
+/// The AAD that binds an instance's SMTP password to the instance (its UUID bytes).
+pub fn smtp_password_aad(instance: &[u8; 16]) -> Vec<u8> {
+    aad(&[b"smtp-password", instance])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purposes_and_owners_give_distinct_aad() {
+        let (a, b) = ([1_u8; 16], [2_u8; 16]);
+        assert_ne!(email_code_aad(&a, &b), email_code_aad(&b, &a));
+        assert_ne!(smtp_password_aad(&a), smtp_password_aad(&b));
+        assert_eq!(email_code_aad(&a, &b), aad(&[b"email-code".as_slice(), &a, &b]));
+    }
+}
