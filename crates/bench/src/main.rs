@@ -26,7 +26,9 @@ async fn main() -> anyhow::Result<()> {
         "api" => api::run(&settings).await,
         "scim" => scim::run(&settings).await,
         other => {
-            anyhow::bail!("unknown benchmark group {other:?} (groups: append, relay, projector, notifier, api, scim)")
+            anyhow::bail!(
+                "unknown benchmark group {other:?} (groups: append, relay, projector, notifier, api, scim)"
+            )
         }
     }
 }

@@ -139,6 +139,7 @@ fn profile(n: usize) -> anyhow::Result<HumanProfile> {
         emails: vec![Email {
             value: EmailAddress::parse(format!("user{n}@example.com"))?,
             kind: Some("work".into()),
+            display: None,
             primary: true,
             verified: false,
         }],

@@ -443,6 +443,7 @@ impl Stack {
                     r#type: "work".into(),
                     primary: true,
                     verified: false,
+                    display: String::new(),
                 }],
                 ..Default::default()
             }),
