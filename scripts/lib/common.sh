@@ -90,3 +90,31 @@ ensure_python_tools() {
   export CAIRN_TEST_PYTHON="$venv/bin/python"
   export CAIRN_TEST_SCIM2="$venv/bin/scim2"
 }
+
+# Tools scripts/check-compose uses to validate docker-compose.yml without a Docker engine:
+# docker-compose 1.29 from Debian's package (`docker-compose config -q`; without the recommended
+# docker.io engine), and, in the tests' virtual environment, check-jsonschema (which ships the
+# Compose Specification's JSON schema, so nothing is fetched at check time) and PyYAML. Exports
+# CAIRN_COMPOSE_PYTHON and CAIRN_CHECK_JSONSCHEMA.
+ensure_compose_tools() {
+  local venv="${CAIRN_VENV:-$HOME/.cache/cairn/venv}"
+  if ! command -v docker-compose >/dev/null; then
+    command -v apt-get >/dev/null || die "cannot install docker-compose: no apt-get; install it yourself"
+    log "installing docker-compose from Debian packages (to validate docker-compose.yml)"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+  fi
+  if [ ! -x "$venv/bin/python" ]; then
+    log "creating a Python virtual environment in $venv"
+    python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; }
+  fi
+  if ! "$venv/bin/python" -c 'import yaml' >/dev/null 2>&1 \
+    || [ "$("$venv/bin/check-jsonschema" --version 2>/dev/null)" != "check-jsonschema, version 0.39.0" ]; then
+    log "installing check-jsonschema and PyYAML into $venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check 'check-jsonschema==0.39.0' 'PyYAML>=6'
+  fi
+  export CAIRN_COMPOSE_PYTHON="$venv/bin/python"
+  export CAIRN_CHECK_JSONSCHEMA="$venv/bin/check-jsonschema"
+}
