@@ -77,11 +77,19 @@ async fn fill(store: &PgEventStore, instances: &[InstanceId], total: usize) -> a
 
 async fn caught_up(
     pool: &sqlx::PgPool,
-    store: &PgEventStore,
     instances: &[InstanceId],
 ) -> anyhow::Result<bool> {
     for instance in instances {
-        let head = store.head_position(Some(*instance)).await?;
+        // Every committed event, not only those below the visibility horizon, which the
+        // projector's own transactions can hold back.
+        let head: Option<(i64, i32)> = sqlx::query_as(
+            "SELECT position, in_tx_order FROM eventstore.events WHERE instance_id = $1 \
+             ORDER BY position DESC, in_tx_order DESC LIMIT 1",
+        )
+        .bind(instance.as_uuid())
+        .fetch_optional(pool)
+        .await?;
+        let head = head.map_or(Position::ZERO, |(p, o)| Position::new(p, o));
         let at: Option<(i64, i32)> = sqlx::query_as(
             "SELECT position, position_offset FROM projections.projection_states WHERE name = 'users' AND instance_id = $1",
         )
@@ -120,7 +128,7 @@ async fn catch_up(
         );
         tasks.push(tokio::spawn(projector.run(shutdown.clone())));
     }
-    while !caught_up(&db.pool, store, instances).await? {
+    while !caught_up(&db.pool, instances).await? {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(900),
             "catch-up took over 15 minutes"
@@ -254,7 +262,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
             ProjectorMetrics::default(),
         );
         let projector_task = tokio::spawn(projector.run(shutdown.clone()));
-        while !caught_up(&db.pool, &store, &[instance]).await? {
+        while !caught_up(&db.pool, &[instance]).await? {
             tokio::time::sleep(Duration::from_millis(20)).await; // poll_interval while warming up
         }
         let mut listener = PgListener::connect_with(&db.pool).await?;
