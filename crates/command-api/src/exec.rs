@@ -207,6 +207,7 @@ impl Executor {
             for other in plan.also {
                 push = push.and(other);
             }
+            let push = push.traced(cairn_telemetry::propagation::traceparent());
             let result = match tx.inner.as_mut() {
                 // Inside a transaction: a savepoint lets a conflict be retried in it.
                 Some(conn) => {

@@ -218,7 +218,11 @@ pub async fn start_with_clock(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building gRPC reflection")?;
+    let mut registry = Registry::default();
+    let grpc_metrics = cairn_telemetry::RequestMetrics::register(&mut registry, "cairn_api_grpc");
+    let http_metrics = cairn_telemetry::RequestMetrics::register(&mut registry, "cairn_api_http");
     let grpc = tonic::transport::Server::builder()
+        .layer(grpc_metrics.layer("command-api"))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(UserServiceServer::new(users::Users::new(api.clone())))
@@ -240,8 +244,9 @@ pub async fn start_with_clock(
             .boxed()
         }
     });
-    let registry = Registry::default();
-    let http = rest::router(api.clone()).merge(cairn_telemetry::ops_router(readiness, Arc::new(registry)));
+    let http = rest::router(api.clone())
+        .route_layer(http_metrics.layer("command-api"))
+        .merge(cairn_telemetry::ops_router(readiness, Arc::new(registry)));
 
     let mut tasks = JoinSet::new();
     tasks.spawn({

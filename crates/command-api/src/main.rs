@@ -1,12 +1,17 @@
-//! The `command-api` binary: configuration, logging, start, wait for SIGTERM.
+//! The `command-api` binary: configuration, logging and traces, start, wait for SIGTERM, flush.
 
 use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = cairn_command_api::Config::parse();
-    cairn_telemetry::logging::init("command-api");
+    let telemetry = cairn_telemetry::logging::init("command-api");
     let shutdown = cairn_telemetry::shutdown::on_signal();
-    let service = cairn_command_api::start(config, shutdown).await?;
-    service.wait().await
+    let outcome = match cairn_command_api::start(config, shutdown).await {
+        Ok(service) => service.wait().await,
+        Err(error) => Err(error),
+    };
+    // Last, so the spans of the shutdown itself are sent too.
+    telemetry.shutdown().await;
+    outcome
 }

@@ -155,7 +155,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .build_v1()
         .context("building gRPC reflection")?;
     let token: Arc<str> = Arc::from(config.service_token.as_str());
+    let grpc_metrics = cairn_telemetry::RequestMetrics::register(&mut registry, "cairn_eventstore_grpc");
     let grpc = tonic::transport::Server::builder()
+        .layer(grpc_metrics.layer("eventstore"))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(EventStoreServiceServer::with_interceptor(

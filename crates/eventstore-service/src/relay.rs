@@ -331,7 +331,19 @@ impl Relay {
         headers.insert(HEADER_SEQUENCE, event.sequence.to_string().as_str());
         headers.insert(HEADER_EVENT_TYPE, event.event_type.as_str());
         if let Some(traceparent) = &event.trace_context {
-            headers.insert(HEADER_TRACEPARENT, traceparent.as_str());
+            // The publication joins the trace of the request that wrote the event; consumers of
+            // the stream continue from this span.
+            let span = tracing::info_span!(
+                "relay.publish",
+                otel.kind = "producer",
+                cairn.service = "eventstore",
+                position = %event.position,
+                event_type = %event.event_type,
+            );
+            cairn_telemetry::propagation::set_parent(&span, Some(traceparent));
+            let header =
+                cairn_telemetry::propagation::traceparent_of(&span).unwrap_or_else(|| traceparent.clone());
+            headers.insert(HEADER_TRACEPARENT, header.as_str());
         }
         Ok(PublishMessage::build().payload(body.into()).headers(headers))
     }

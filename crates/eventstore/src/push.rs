@@ -132,6 +132,19 @@ impl Push {
         self
     }
 
+    /// Records `traceparent` (the W3C trace context of the request that made the push) on every
+    /// event that has none yet, so readers and the relay can continue the trace.
+    pub fn traced(mut self, traceparent: Option<String>) -> Self {
+        if let Some(traceparent) = traceparent {
+            for draft in self.aggregates.iter_mut().flat_map(|a| a.events.iter_mut()) {
+                if draft.trace_context.is_none() {
+                    draft.trace_context = Some(traceparent.clone());
+                }
+            }
+        }
+        self
+    }
+
     /// Adds a unique-constraint operation.
     pub fn with_unique(mut self, op: UniqueOp) -> Self {
         self.unique_ops.push(op);

@@ -101,6 +101,7 @@ pub async fn start_with(
     let js = async_nats::jetstream::new(nats.clone());
 
     let mut registry = Registry::default();
+    let grpc_metrics = cairn_telemetry::RequestMetrics::register(&mut registry, "cairn_notifier_grpc");
     let projector_metrics = ProjectorMetrics::default();
     registry.register(
         "cairn_notifier_intake_events",
@@ -198,6 +199,7 @@ pub async fn start_with(
         .build_v1()
         .context("building gRPC reflection")?;
     let grpc = tonic::transport::Server::builder()
+        .layer(grpc_metrics.layer("notifier"))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(NotificationServiceServer::new(notifications));

@@ -1,12 +1,17 @@
-//! The `notifier` binary: configuration, logging, start, wait for SIGTERM.
+//! The `notifier` binary: configuration, logging and traces, start, wait for SIGTERM, flush.
 
 use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = cairn_notifier::Config::parse();
-    cairn_telemetry::logging::init("notifier");
+    let telemetry = cairn_telemetry::logging::init("notifier");
     let shutdown = cairn_telemetry::shutdown::on_signal();
-    let service = cairn_notifier::start(config, shutdown).await?;
-    service.wait().await
+    let outcome = match cairn_notifier::start(config, shutdown).await {
+        Ok(service) => service.wait().await,
+        Err(error) => Err(error),
+    };
+    // Last, so the spans of the shutdown itself are sent too.
+    telemetry.shutdown().await;
+    outcome
 }

@@ -131,6 +131,23 @@ pub async fn step(
         ..EventFilter::default()
     };
     let events = store.filter(&filter).await?;
+    // One span per event that carries a trace context, in the trace of the request that wrote it;
+    // they end with this step, after its commit (or its failure).
+    let _spans: Vec<tracing::Span> = events
+        .iter()
+        .filter_map(|event| {
+            let traceparent = event.trace_context.as_deref()?;
+            let span = tracing::info_span!(
+                "projection.apply",
+                otel.kind = "consumer",
+                projection = name,
+                position = %event.position,
+                event_type = %event.event_type,
+            );
+            cairn_telemetry::propagation::set_parent(&span, Some(traceparent));
+            Some(span)
+        })
+        .collect();
     // Every event up to `head` was visible to this read, so a page that is not full covers them
     // all: the position may move to the head even past events the projection does not need.
     let covered_to = if events.len() < config.batch as usize {

@@ -1,12 +1,17 @@
-//! The `projector` binary: configuration, logging, start, wait for SIGTERM.
+//! The `projector` binary: configuration, logging and traces, start, wait for SIGTERM, flush.
 
 use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = cairn_projector_service::Config::parse();
-    cairn_telemetry::logging::init("projector");
+    let telemetry = cairn_telemetry::logging::init("projector");
     let shutdown = cairn_telemetry::shutdown::on_signal();
-    let service = cairn_projector_service::start(config, shutdown).await?;
-    service.wait().await
+    let outcome = match cairn_projector_service::start(config, shutdown).await {
+        Ok(service) => service.wait().await,
+        Err(error) => Err(error),
+    };
+    // Last, so the spans of the shutdown itself are sent too.
+    telemetry.shutdown().await;
+    outcome
 }

@@ -118,13 +118,23 @@ impl Gateway {
             .map_err(|e| ScimError::new(503, None, format!("the read models are behind: {e}")))
     }
 
-    /// A gRPC request carrying the caller's token, the client's idempotency key and trace context.
+    /// A gRPC request carrying the caller's token, the client's idempotency key and the trace
+    /// context: this request's own span when traces are exported (so command-api's span is its
+    /// child), else the client's `traceparent` passed on unchanged.
     pub fn forward<T>(&self, authorization: &str, headers: &HeaderMap, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         if let Ok(value) = authorization.parse() {
             request.metadata_mut().insert("authorization", value);
         }
+        if let Some(value) = cairn_telemetry::propagation::traceparent().and_then(|v| v.parse().ok()) {
+            request
+                .metadata_mut()
+                .insert(cairn_telemetry::propagation::TRACEPARENT, value);
+        }
         for name in ["idempotency-key", "traceparent", "tracestate"] {
+            if request.metadata().contains_key(name) {
+                continue;
+            }
             if let Some(value) = headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())

@@ -239,10 +239,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             .boxed()
         }
     });
-    let app = router(gw).merge(cairn_telemetry::ops_router(
-        readiness,
-        Arc::new(Registry::default()),
-    ));
+    let mut registry = Registry::default();
+    let http_metrics = cairn_telemetry::RequestMetrics::register(&mut registry, "cairn_scim_http");
+    let app = router(gw)
+        .route_layer(http_metrics.layer("scim-gateway"))
+        .merge(cairn_telemetry::ops_router(readiness, Arc::new(registry)));
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding HTTP to {} (CAIRN_SCIM_HTTP_ADDR)", config.http_addr))?;

@@ -1,12 +1,17 @@
-//! The `scim-gateway` binary: configuration, logging, start, wait for SIGTERM.
+//! The `scim-gateway` binary: configuration, logging and traces, start, wait for SIGTERM, flush.
 
 use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = cairn_scim_gateway::Config::parse();
-    cairn_telemetry::logging::init("scim-gateway");
+    let telemetry = cairn_telemetry::logging::init("scim-gateway");
     let shutdown = cairn_telemetry::shutdown::on_signal();
-    let service = cairn_scim_gateway::start(config, shutdown).await?;
-    service.wait().await
+    let outcome = match cairn_scim_gateway::start(config, shutdown).await {
+        Ok(service) => service.wait().await,
+        Err(error) => Err(error),
+    };
+    // Last, so the spans of the shutdown itself are sent too.
+    telemetry.shutdown().await;
+    outcome
 }
