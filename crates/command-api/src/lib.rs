@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod authn;
 pub mod bootstrap;
 pub mod convert;
 pub mod email;
@@ -223,6 +224,7 @@ pub async fn start_with_clock(
     let http_metrics = cairn_telemetry::RequestMetrics::register(&mut registry, "cairn_api_http");
     let grpc = tonic::transport::Server::builder()
         .layer(grpc_metrics.layer("command-api"))
+        .layer(authn::AuthnLayer::new(api.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(UserServiceServer::new(users::Users::new(api.clone())))

@@ -817,13 +817,20 @@ pub async fn method_not_allowed() -> Response {
     error_response(&ScimError::method_not_allowed("this endpoint is read-only"))
 }
 
-/// `/Me`: Cairn's SCIM tokens belong to provisioning clients, not to end users.
-pub async fn me() -> Response {
-    error_response(&ScimError::new(
-        501,
-        None,
-        "/Me is not supported: SCIM tokens act for provisioning clients, not for a user",
-    ))
+/// `/Me`: Cairn's SCIM tokens belong to provisioning clients, not to end users. A caller without
+/// a valid token learns nothing about that: it gets 401 like everywhere else.
+pub async fn me(gw: &Gateway, headers: &HeaderMap) -> Response {
+    respond(
+        async {
+            gw.caller(headers, Permission::Read).await?;
+            Err::<Response, _>(ScimError::new(
+                501,
+                None,
+                "/Me is not supported: SCIM tokens act for provisioning clients, not for a user",
+            ))
+        }
+        .await,
+    )
 }
 
 /// Discovery documents need a valid token too (RFC 7644 lets them be public; Cairn's are not).

@@ -128,7 +128,12 @@ pub fn router(gw: Gateway) -> Router {
             ),
         )
         .route("/Bulk", post(bulk::bulk))
-        .route("/Me", axum::routing::any(me))
+        .route(
+            "/Me",
+            axum::routing::any(|State(gw): State<Gateway>, headers: HeaderMap| async move {
+                me(&gw, &headers).await
+            }),
+        )
         .route(
             "/ServiceProviderConfig",
             get(|State(gw): State<Gateway>, headers: HeaderMap| async move {

@@ -14,6 +14,8 @@ pub struct Stack {
     pub db: TestDb,
     /// command-api's gRPC address.
     pub grpc: SocketAddr,
+    /// The eventstore service's gRPC address (the event API).
+    pub eventstore_grpc: SocketAddr,
     /// command-api's HTTP address.
     pub api_http: SocketAddr,
     /// The SCIM gateway's HTTP address.
@@ -126,6 +128,7 @@ impl Stack {
             shutdown.clone(),
         )
         .await?;
+        let eventstore_grpc = eventstore.grpc_addr;
         let tasks = vec![
             tokio::spawn(eventstore.wait()),
             tokio::spawn(projector.wait()),
@@ -134,6 +137,7 @@ impl Stack {
         Ok(Self {
             db,
             grpc,
+            eventstore_grpc,
             api_http,
             scim: scim_addr,
             admin,

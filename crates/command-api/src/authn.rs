@@ -1,0 +1,82 @@
+//! Authentication at the edge of the gRPC server: every call of a Cairn service is authenticated
+//! before its handler runs, so no handler can validate, look up or answer anything for a caller
+//! without a valid token, whatever order its own code checks things in. The caller found is handed
+//! to the handler in the request's extensions ([`crate::api::Api::caller`] takes it from there).
+//! Health checks and server reflection stay open.
+
+use crate::api::Api;
+use futures::future::BoxFuture;
+use std::task::{Context, Poll};
+
+/// The layer; see the [module documentation](self).
+#[derive(Clone)]
+pub struct AuthnLayer {
+    api: Api,
+}
+
+impl AuthnLayer {
+    /// Authenticates with `api`'s token store.
+    pub fn new(api: Api) -> Self {
+        Self { api }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthnLayer {
+    type Service = Authn<S>;
+    fn layer(&self, inner: S) -> Authn<S> {
+        Authn {
+            inner,
+            api: self.api.clone(),
+        }
+    }
+}
+
+/// The service [`AuthnLayer`] wraps around the gRPC routes.
+#[derive(Clone)]
+pub struct Authn<S> {
+    inner: S,
+    api: Api,
+}
+
+fn is_open(path: &str) -> bool {
+    path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.")
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for Authn<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    R: Default,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        if is_open(request.uri().path()) {
+            return Box::pin(self.inner.call(request));
+        }
+        // The clone that was made ready is the one that must be called.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let api = self.api.clone();
+        Box::pin(async move {
+            let header = request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            match api.auth.authenticate(header, api.exec.clock.now()).await {
+                Ok(caller) => {
+                    request.extensions_mut().insert(caller);
+                    inner.call(request).await
+                }
+                Err(error) => Ok(tonic::Status::from(error).into_http()),
+            }
+        })
+    }
+}
