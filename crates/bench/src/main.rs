@@ -9,6 +9,7 @@ mod notifier;
 mod projector;
 mod relay;
 mod scim;
+mod services;
 
 use anyhow::Context;
 
@@ -16,19 +17,27 @@ use anyhow::Context;
 async fn main() -> anyhow::Result<()> {
     let group = std::env::args()
         .nth(1)
-        .context("usage: cairn-bench <group>   (groups: append, relay, projector, notifier, api, scim)")?;
+        .context("usage: cairn-bench <group>   (groups: append, relay, projector, notifier, api, scim, services)")?;
     let settings = harness::Settings::from_env()?;
-    match group.as_str() {
+    let outcome = match group.as_str() {
         "append" => append::run(&settings).await,
         "relay" => relay::run(&settings).await,
         "projector" => projector::run(&settings).await,
         "notifier" => notifier::run(&settings).await,
         "api" => api::run(&settings).await,
         "scim" => scim::run(&settings).await,
+        "services" => services::run(&settings).await,
         other => {
             anyhow::bail!(
-                "unknown benchmark group {other:?} (groups: append, relay, projector, notifier, api, scim)"
+                "unknown benchmark group {other:?} (groups: append, relay, projector, notifier, api, scim, services)"
             )
         }
+    };
+    if outcome.is_ok() && group != "services" {
+        // These groups run the services' libraries inside this process: one figure for all of
+        // them (the `services` group measures each service as its own process).
+        let (_, peak) = services::memory_mib(std::process::id())?;
+        harness::bench(&format!("{group}.in_process_rss_mib"), peak);
     }
+    outcome
 }
