@@ -75,10 +75,7 @@ async fn fill(store: &PgEventStore, instances: &[InstanceId], total: usize) -> a
     Ok(())
 }
 
-async fn caught_up(
-    pool: &sqlx::PgPool,
-    instances: &[InstanceId],
-) -> anyhow::Result<bool> {
+async fn caught_up(pool: &sqlx::PgPool, instances: &[InstanceId]) -> anyhow::Result<bool> {
     for instance in instances {
         // Every committed event, not only those below the visibility horizon, which the
         // projector's own transactions can hold back.
