@@ -5,12 +5,14 @@
 //! - [`auth`]: bearer tokens → caller, roles, scope.
 //! - [`exec`]: commands — load, decide, push with the expected sequence, idempotency.
 //! - [`users`], [`groups`], [`orgs`], [`admin`]: the services; [`rest`]: the REST routes.
+//! - [`console`]: the operator console (`GET /console/projections`) and its failed-event endpoints.
 //! - [`bootstrap`]: the first instance and its admin token.
 
 pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod bootstrap;
+pub mod console;
 pub mod convert;
 pub mod email;
 pub mod error;
@@ -52,7 +54,7 @@ pub struct Config {
     /// gRPC listen address.
     #[arg(long, env = "CAIRN_API_GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
-    /// HTTP listen address (REST, /healthz, /readyz, /metrics).
+    /// HTTP listen address (REST, the operator console, /healthz, /readyz, /metrics).
     #[arg(long, env = "CAIRN_API_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
     /// Encryption keys for codes and SMTP passwords: `k1:<base64 32 bytes>[,k2:...][,active=k2]`.
@@ -241,7 +243,9 @@ pub async fn start_with_clock(
         }
     });
     let registry = Registry::default();
-    let http = rest::router(api.clone()).merge(cairn_telemetry::ops_router(readiness, Arc::new(registry)));
+    let http = rest::router(api.clone())
+        .merge(console::router(api.clone()))
+        .merge(cairn_telemetry::ops_router(readiness, Arc::new(registry)));
 
     let mut tasks = JoinSet::new();
     tasks.spawn({
