@@ -21,7 +21,7 @@
 use cairn_domain::Position;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 /// One failed event, as operators see it (the event's payload is left out: it may hold personal
@@ -179,6 +179,10 @@ pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<FailedEvent>
 
 /// One failed event.
 pub async fn get(pool: &PgPool, key: &FailedEventKey) -> Result<Option<FailedEvent>, sqlx::Error> {
+    get_in(&mut *pool.acquire().await?, key).await
+}
+
+async fn get_in(conn: &mut PgConnection, key: &FailedEventKey) -> Result<Option<FailedEvent>, sqlx::Error> {
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM projections.projection_failed_events f \
           WHERE f.projection_name = $1 AND f.instance_id = $2 AND f.position = $3 AND f.position_offset = $4"
@@ -187,7 +191,7 @@ pub async fn get(pool: &PgPool, key: &FailedEventKey) -> Result<Option<FailedEve
     .bind(key.instance_id)
     .bind(key.position.position)
     .bind(key.position.offset)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await?;
     row.as_ref().map(from_row).transpose()
 }
@@ -257,6 +261,8 @@ async fn act(pool: &PgPool, key: &FailedEventKey, action: Action) -> Result<Fail
         .execute(&mut *tx)
         .await?;
     }
+    // Read inside the transaction: the answer is the state the action left, before a batch moves on.
+    let row = get_in(&mut tx, key).await?.ok_or(ActionError::NotFound)?;
     tx.commit().await?;
-    get(pool, key).await?.ok_or(ActionError::NotFound)
+    Ok(row)
 }
