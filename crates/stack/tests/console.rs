@@ -280,6 +280,25 @@ async fn the_console_page_shows_every_projection_and_a_failed_event_in_headless_
         "the token does not end up in the page"
     );
 
+    // A refused token brings the token form back with the reason, and shows no data.
+    let refused = format!(
+        "http://{}/console/projections#token=cairn_pat_refused",
+        stack.api_http
+    );
+    let output = chromium(&binary, &["--dump-dom".into(), refused]).await;
+    let dom = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(dom.contains("<form id=\"login\">"), "the form is shown:\n{dom}");
+    assert!(dom.contains("The token was refused (401)"), "{dom}");
+    assert!(
+        !dom.contains("data-loaded") && !dom.contains("<tr data-projection"),
+        "{dom}"
+    );
+
     // A screenshot, kept under the target directory for people to look at.
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console");
     std::fs::create_dir_all(&dir).unwrap();
