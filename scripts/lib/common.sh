@@ -118,3 +118,15 @@ ensure_compose_tools() {
   export CAIRN_COMPOSE_PYTHON="$venv/bin/python"
   export CAIRN_CHECK_JSONSCHEMA="$venv/bin/check-jsonschema"
 }
+
+# Debian's Chromium, for the operator console's browser test (headless `--dump-dom` and
+# `--screenshot`). Installed on demand; exports CAIRN_TEST_CHROMIUM.
+ensure_chromium() {
+  local chromium="${CAIRN_TEST_CHROMIUM:-/usr/bin/chromium}"
+  if [ ! -x "$chromium" ]; then
+    apt_install chromium
+    chromium=/usr/bin/chromium
+  fi
+  [ -x "$chromium" ] || die "chromium is not at $chromium after installing it"
+  export CAIRN_TEST_CHROMIUM="$chromium"
+}

@@ -15,9 +15,9 @@ use anyhow::Context;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let group = std::env::args()
-        .nth(1)
-        .context("usage: cairn-bench <group>   (groups: append, relay, projector, notifier, api, scim, services)")?;
+    let group = std::env::args().nth(1).context(
+        "usage: cairn-bench <group>   (groups: append, relay, projector, notifier, api, scim, services)",
+    )?;
     let settings = harness::Settings::from_env()?;
     let outcome = match group.as_str() {
         "append" => append::run(&settings).await,

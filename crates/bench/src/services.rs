@@ -17,7 +17,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const CONCURRENCY: usize = 32;
-const SERVICES: [&str; 5] = ["eventstore", "projector", "command-api", "notifier", "scim-gateway"];
+const SERVICES: [&str; 5] = [
+    "eventstore",
+    "projector",
+    "command-api",
+    "notifier",
+    "scim-gateway",
+];
 
 fn free_addr() -> anyhow::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -59,7 +65,11 @@ async fn wait_ready(service: &mut Running, log: &Path) -> anyhow::Result<()> {
             let tail = std::fs::read_to_string(log).unwrap_or_default();
             anyhow::bail!("{} exited with {status}: {tail}", service.name);
         }
-        anyhow::ensure!(Instant::now() < deadline, "{} not ready within 60 s", service.name);
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{} not ready within 60 s",
+            service.name
+        );
         tokio::time::sleep(Duration::from_millis(100)).await; // poll_interval while starting
     }
 }
@@ -85,9 +95,14 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
 
     // The instance and its tokens, as `cairn init` and `cairn token create` would make them.
     let store = cairn_eventstore::PgEventStore::new(db.pool.clone());
-    let admin = create_instance(&store, db.pool.begin().await?, "Bench", chrono::Utc::now())
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let admin = create_instance(
+        &store,
+        db.pool.begin().await?,
+        "Bench",
+        cairn_domain::Clock::now(&cairn_domain::SystemClock),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut tx = db.pool.begin().await?;
     let (_, scim_token) = store_token(
         &mut tx,
@@ -106,8 +121,13 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     tx.commit().await?;
 
     let (es_grpc, es_http, proj_http) = (free_addr()?, free_addr()?, free_addr()?);
-    let (api_grpc, api_http, not_grpc, not_http, scim) =
-        (free_addr()?, free_addr()?, free_addr()?, free_addr()?, free_addr()?);
+    let (api_grpc, api_http, not_grpc, not_http, scim) = (
+        free_addr()?,
+        free_addr()?,
+        free_addr()?,
+        free_addr()?,
+        free_addr()?,
+    );
     let common: Vec<(&str, String)> = vec![
         ("CAIRN_DATABASE_URL", db.url()),
         ("CAIRN_NATS_URL", settings.nats_url.clone()),
@@ -169,9 +189,17 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
                         "emails": [{"value": format!("svc{worker}-{i}@example.com"), "primary": true}],
                     })
                     .to_string();
-                    let headers = [("authorization", token.as_str()), ("content-type", "application/scim+json")];
+                    let headers = [
+                        ("authorization", token.as_str()),
+                        ("content-type", "application/scim+json"),
+                    ];
                     let response = request(scim, "POST", "/scim/v2/Users", &headers, Some(&body)).await?;
-                    anyhow::ensure!(response.status == 201, "create: {} {}", response.status, response.body);
+                    anyhow::ensure!(
+                        response.status == 201,
+                        "create: {} {}",
+                        response.status,
+                        response.body
+                    );
                     Ok(())
                 }
             }
@@ -181,9 +209,18 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         let lookups = closed_loop(CONCURRENCY, settings.phase, move |worker, i| {
             let token = token.clone();
             async move {
-                let path = format!("/scim/v2/Users?filter=userName%20eq%20%22svc{worker}-{}%22", i % 50);
-                let response = request(scim, "GET", &path, &[("authorization", token.as_str())], None).await?;
-                anyhow::ensure!(response.status == 200, "lookup: {} {}", response.status, response.body);
+                let path = format!(
+                    "/scim/v2/Users?filter=userName%20eq%20%22svc{worker}-{}%22",
+                    i % 50
+                );
+                let response =
+                    request(scim, "GET", &path, &[("authorization", token.as_str())], None).await?;
+                anyhow::ensure!(
+                    response.status == 200,
+                    "lookup: {} {}",
+                    response.status,
+                    response.body
+                );
                 Ok(())
             }
         })

@@ -12,7 +12,7 @@ use cairn_proto::group::v1 as pb;
 use cairn_proto::group::v1::group_service_server::GroupService;
 use cairn_query::reads::{self, GroupFilter, Page};
 use cairn_query::rows::GroupRow;
-use cairn_readmodel::GROUP_PROJECTIONS;
+use cairn_readmodel::{GROUP_PROJECTIONS, MEMBER_PROJECTIONS};
 use std::collections::HashSet;
 use tonic::{Request, Response, Status};
 
@@ -383,7 +383,8 @@ impl GroupService for Groups {
         let req = request.into_inner();
         let id = group_id(&req.group_id)?;
         let position = min_position(&req.min_position)?;
-        self.api.wait(&caller, GROUP_PROJECTIONS, position).await?;
+        // The listing joins the members' user rows, so both projections must have the write.
+        self.api.wait(&caller, MEMBER_PROJECTIONS, position).await?;
         reads::get_group(&self.api.exec.pool, caller.scope(), id.as_uuid())
             .await
             .map_err(ApiError::from)?

@@ -5,6 +5,7 @@
 //! - [`auth`]: bearer tokens → caller, roles, scope.
 //! - [`exec`]: commands — load, decide, push with the expected sequence, idempotency.
 //! - [`users`], [`groups`], [`orgs`], [`admin`]: the services; [`rest`]: the REST routes.
+//! - [`console`]: the operator console (`GET /console/projections`) and its failed-event endpoints.
 //! - [`bootstrap`]: the first instance and its admin token.
 
 pub mod admin;
@@ -12,6 +13,7 @@ pub mod api;
 pub mod auth;
 pub mod authn;
 pub mod bootstrap;
+pub mod console;
 pub mod convert;
 pub mod email;
 pub mod error;
@@ -53,7 +55,7 @@ pub struct Config {
     /// gRPC listen address.
     #[arg(long, env = "CAIRN_API_GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
-    /// HTTP listen address (REST, /healthz, /readyz, /metrics).
+    /// HTTP listen address (REST, the operator console, /healthz, /readyz, /metrics).
     #[arg(long, env = "CAIRN_API_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
     /// Encryption keys for codes and SMTP passwords: `k1:<base64 32 bytes>[,k2:...][,active=k2]`.
@@ -247,6 +249,7 @@ pub async fn start_with_clock(
         }
     });
     let http = rest::router(api.clone())
+        .merge(console::router(api.clone()))
         .route_layer(http_metrics.layer("command-api"))
         .merge(cairn_telemetry::ops_router(readiness, Arc::new(registry)));
 

@@ -10,9 +10,11 @@
 //! - [`projector`]: a replica: discovers instances, keeps its share of leases, runs a worker per
 //!   held lease, wakes workers from JetStream and on a periodic head check.
 //! - [`health`]: the data behind `GET /api/v1/admin/projections/health`.
+//! - [`failed`]: failed events for operators: list, retry, skip (the operator console).
 //!
 //! `docs/ARCHITECTURE.md` ("Projections") explains how this meets DESIGN.md guarantees 5 and 6.
 
+pub mod failed;
 pub mod health;
 pub mod lease;
 pub mod projector;

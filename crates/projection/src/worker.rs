@@ -12,12 +12,20 @@
 //!
 //! A failed event is recorded in `projection_failed_events` and the batch stops before it; the
 //! next step retries it after a backoff, and after `max_attempts` failures it is marked skipped and
-//! the position moves past it.
+//! the position moves past it. An event that fails and later applies is marked `resolved`.
+//!
+//! Operators act on failed events through [`crate::failed`]: a retry gives an event the worker has
+//! not passed yet a fresh attempt budget, and a skip marks it `skipped`. At the start of its
+//! transaction a batch locks the failed-event rows of the range it read (`FOR UPDATE`), so an
+//! operator's action waits for the batch or the batch for the action, never both at once: events
+//! marked `skipped` in the range are passed over without being reduced and the position moves past
+//! them like past any other event of the batch.
 
 use crate::{PROJECTION_CHANNEL, Projection};
 use cairn_domain::{InstanceId, Position, StoredEvent};
 use cairn_eventstore::{EventFilter, EventStore, PgEventStore, StoreError};
 use sqlx::{Acquire, PgConnection, PgPool, Row};
+use std::borrow::Cow;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -162,7 +170,12 @@ pub async fn step(
         .execute(&mut *tx)
         .await?;
 
-    let applied = apply(&mut tx, projection, instance, &events, config).await?;
+    let marks = if events.is_empty() {
+        Marks::default()
+    } else {
+        lock_failed(&mut tx, name, instance, state.position, covered_to).await?
+    };
+    let applied = apply(&mut tx, projection, instance, &events, &marks.skipped, config).await?;
     let (new_position, last_applied, outcome) = match applied {
         Applied::All => (covered_to, events.last(), None),
         Applied::StoppedBefore { index, pause } => {
@@ -186,6 +199,10 @@ pub async fn step(
     {
         // Dropping the transaction rolls back the read-model rows and the position together.
         return Err(WorkerError::Crashed);
+    }
+
+    if marks.retrying && new_position > state.position {
+        resolve(&mut tx, name, instance, state.position, new_position).await?;
     }
 
     let status = match outcome {
@@ -229,18 +246,105 @@ enum Applied {
     },
 }
 
+/// The failed-event rows of a batch's range, locked for the batch's transaction.
+#[derive(Default)]
+struct Marks {
+    /// Events an operator (or an earlier run of this range) marked skipped: passed over unreduced.
+    skipped: Vec<Position>,
+    /// Whether an event of the range is still being retried.
+    retrying: bool,
+}
+
+/// Locks the failed-event rows in `(after, up_to]` until commit and reads their status.
+async fn lock_failed(
+    tx: &mut PgConnection,
+    name: &str,
+    instance: InstanceId,
+    after: Position,
+    up_to: Position,
+) -> Result<Marks, sqlx::Error> {
+    let rows: Vec<(i64, i32, String)> = sqlx::query_as(
+        "SELECT position, position_offset, status FROM projections.projection_failed_events \
+         WHERE projection_name = $1 AND instance_id = $2 \
+           AND (position, position_offset) > ($3, $4) AND (position, position_offset) <= ($5, $6) \
+         ORDER BY position, position_offset FOR UPDATE",
+    )
+    .bind(name)
+    .bind(instance.as_uuid())
+    .bind(after.position)
+    .bind(after.offset)
+    .bind(up_to.position)
+    .bind(up_to.offset)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut marks = Marks::default();
+    for (position, offset, status) in rows {
+        match status.as_str() {
+            "skipped" => marks.skipped.push(Position::new(position, offset)),
+            "retrying" => marks.retrying = true,
+            _ => {}
+        }
+    }
+    Ok(marks)
+}
+
+/// Marks the events of `(after, up_to]` that were being retried and have now been applied.
+async fn resolve(
+    tx: &mut PgConnection,
+    name: &str,
+    instance: InstanceId,
+    after: Position,
+    up_to: Position,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE projections.projection_failed_events SET status = 'resolved' \
+         WHERE projection_name = $1 AND instance_id = $2 AND status = 'retrying' \
+           AND (position, position_offset) > ($3, $4) AND (position, position_offset) <= ($5, $6)",
+    )
+    .bind(name)
+    .bind(instance.as_uuid())
+    .bind(after.position)
+    .bind(after.offset)
+    .bind(up_to.position)
+    .bind(up_to.offset)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 async fn apply(
     tx: &mut PgConnection,
     projection: &dyn Projection,
     instance: InstanceId,
     events: &[StoredEvent],
+    skipped: &[Position],
     config: &WorkerConfig,
 ) -> Result<Applied, WorkerError> {
-    if events.is_empty() {
+    let wanted: Cow<'_, [StoredEvent]> = if skipped.is_empty() {
+        Cow::Borrowed(events)
+    } else {
+        for event in events.iter().filter(|e| skipped.contains(&e.position)) {
+            tracing::info!(
+                projection = projection.name(),
+                %instance,
+                position = %event.position,
+                event_type = %event.event_type,
+                "passing over a skipped event"
+            );
+        }
+        Cow::Owned(
+            events
+                .iter()
+                .filter(|e| !skipped.contains(&e.position))
+                .cloned()
+                .collect(),
+        )
+    };
+    if wanted.is_empty() {
         return Ok(Applied::All);
     }
     sqlx::query("SAVEPOINT batch").execute(&mut *tx).await?;
-    match projection.reduce_many(&mut *tx, events).await {
+    match projection.reduce_many(&mut *tx, &wanted).await {
         Ok(()) => {
             sqlx::query("RELEASE SAVEPOINT batch").execute(&mut *tx).await?;
             return Ok(Applied::All);
@@ -253,6 +357,9 @@ async fn apply(
         }
     }
     for (index, event) in events.iter().enumerate() {
+        if skipped.contains(&event.position) {
+            continue;
+        }
         sqlx::query("SAVEPOINT event").execute(&mut *tx).await?;
         match projection.reduce(&mut *tx, event).await {
             Ok(()) => {
@@ -334,11 +441,11 @@ async fn write_state(
     let status_update = "status = CASE WHEN $9 = 'catching_up' AND status = 'rebuilding' THEN 'rebuilding' \
                                        WHEN $9 = 'catching_up' THEN 'active' ELSE $9 END";
     let error_update = "error_count = (SELECT count(*) FROM projections.projection_failed_events f \
-                          WHERE f.projection_name = $1 AND f.instance_id = $2), \
+                          WHERE f.projection_name = $1 AND f.instance_id = $2 AND f.status <> 'resolved'), \
                         last_error = (SELECT f.error FROM projections.projection_failed_events f \
                           WHERE f.projection_name = $1 AND f.instance_id = $2 ORDER BY f.last_failed_at DESC LIMIT 1)";
     let error_select = "(SELECT count(*) FROM projections.projection_failed_events f \
-                          WHERE f.projection_name = $1 AND f.instance_id = $2), \
+                          WHERE f.projection_name = $1 AND f.instance_id = $2 AND f.status <> 'resolved'), \
                         (SELECT f.error FROM projections.projection_failed_events f \
                           WHERE f.projection_name = $1 AND f.instance_id = $2 ORDER BY f.last_failed_at DESC LIMIT 1)";
     let sql = if old.exists {

@@ -31,6 +31,8 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
 pub const USER_PROJECTIONS: &[&str] = &["users"];
 /// The projections a groups query must wait for.
 pub const GROUP_PROJECTIONS: &[&str] = &["groups"];
+/// The projections a member listing must wait for: it joins the members' user rows.
+pub const MEMBER_PROJECTIONS: &[&str] = &["groups", "users"];
 
 pub(crate) fn rejected(error: DomainError) -> ReduceError {
     ReduceError::Rejected(error.to_string())

@@ -30,9 +30,29 @@ pub struct Stack {
     stream: String,
 }
 
+/// Settings of a [`Stack`] that tests may change.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Attempts before the projector skips a failing event (`CAIRN_PROJECTOR_MAX_ATTEMPTS`).
+    pub projector_max_attempts: i32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            projector_max_attempts: 3,
+        }
+    }
+}
+
 impl Stack {
     /// Starts everything.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(Options::default()).await
+    }
+
+    /// Starts everything with `options`.
+    pub async fn start_with(options: Options) -> anyhow::Result<Self> {
         let db = TestDb::new(8).await?;
         let shutdown = CancellationToken::new();
         let (stream, prefix) = cairn_testkit::unique_stream();
@@ -63,7 +83,7 @@ impl Stack {
                 subject_prefix: prefix,
                 lease_ttl_secs: 2,
                 batch: 1000,
-                max_attempts: 3,
+                max_attempts: options.projector_max_attempts,
                 head_check_ms: 2000,
             },
             shutdown.clone(),
@@ -147,6 +167,41 @@ impl Stack {
             tasks,
             stream,
         })
+    }
+
+    /// command-api's shared state (event store, pool, clock).
+    pub fn api(&self) -> &cairn_command_api::api::Api {
+        &self.api.api
+    }
+
+    /// A new instance, with its own admin token, beside the bootstrapped one.
+    pub async fn new_instance(&self, name: &str) -> anyhow::Result<Bootstrapped> {
+        let api = self.api();
+        let tx = api.exec.pool.begin().await?;
+        create_instance(&api.exec.store, tx, name, api.exec.clock.now())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// A new API token of the bootstrapped instance, acting as its admin user, with `roles`.
+    pub async fn token_with(&self, roles: &[Role]) -> anyhow::Result<String> {
+        let mut tx = self.api().exec.pool.begin().await?;
+        let (_, token) = store_token(
+            &mut tx,
+            &NewToken {
+                instance_id: self.admin.instance_id,
+                org_id: None,
+                principal_id: self.admin.admin_id,
+                kind: "api",
+                roles: roles.to_vec(),
+                description: None,
+                expires_at: None,
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        tx.commit().await?;
+        Ok(token.to_string())
     }
 
     /// The SCIM base URL.

@@ -205,6 +205,15 @@ async fn every_rpc_and_route_refuses_a_missing_or_malformed_token() {
         ("POST", format!("/api/v1/users/{id}/email/verify")),
         ("POST", format!("/api/v1/users/{id}/email/resend-code")),
         ("GET", "/api/v1/admin/projections/health".to_owned()),
+        ("GET", "/api/v1/admin/projections/failed-events".to_owned()),
+        (
+            "POST",
+            format!("/api/v1/admin/projections/failed-events/users/{id}/1/0/retry"),
+        ),
+        (
+            "POST",
+            format!("/api/v1/admin/projections/failed-events/users/{id}/1/0/skip"),
+        ),
     ];
     for (method, path) in &rest_routes {
         for token in [None, Some("Bearer not-a-token")] {
