@@ -341,8 +341,8 @@ class Chaos:
             time.sleep(POLL_SECS)
         return False
 
-    def recover(self, started, services):
-        deadline = started + RECOVER_DEADLINE_SECS
+    def recover(self, started, services, deadline_secs=RECOVER_DEADLINE_SECS):
+        deadline = started + deadline_secs
         for service in services:
             while not service.ready():
                 if time.monotonic() > deadline:
@@ -411,13 +411,53 @@ class Chaos:
         self.begin(label)
         service.signal(signal.SIGSTOP)
         started = time.monotonic()
-        recovered = self.recover(started, [self.services[n] for n in ("projector", "projector-2", "projector-3")
-                                           if self.services[n] is not service])
+        # While it is frozen: the other replicas should take its leases and reads should go on.
+        # The probe gets the freeze plus a margin; past it, the replica is resumed anyway.
+        others = [self.services[n] for n in ("projector", "projector-2", "projector-3") if self.services[n] is not service]
+        diagnostics = threading.Timer(ttl + 3, self.freeze_diagnostics, args=(service,))
+        diagnostics.start()
+        recovered = self.recover(started, others, deadline_secs=frozen_for + (20 if self.short else 40))
+        diagnostics.join()
         remaining = started + frozen_for - time.monotonic()
         if remaining > 0:
             time.sleep(remaining)  # the fault's length: the replica stays frozen past its lease
         service.signal(signal.SIGCONT)
+        if recovered is None:
+            log(f"       no read-your-writes round trip while {service.name} was frozen; resumed it")
+            resumed = time.monotonic()
+            after = self.recover(resumed, others + [service])
+            log("       after SIGCONT: " + (f"recovered in {after:.1f} s" if after is not None else "DID NOT RECOVER"))
         return label, started, [service], recovered
+
+    def freeze_diagnostics(self, service):
+        """What holds the read path while a replica is frozen: sessions idle in a transaction (they
+        hold the event store's visibility horizon and row locks), sessions waiting on a lock, and
+        the leases. Written to logs/freeze-diagnostics.txt; a summary line is printed."""
+        try:
+            report = self.psql(
+                "select 'session', pid, application_name, state, backend_xid, backend_xmin, "
+                "round(extract(epoch from now() - xact_start)::numeric, 1) as xact_secs, wait_event_type, "
+                "left(regexp_replace(query, '\\s+', ' ', 'g'), 100) from pg_stat_activity "
+                "where datname = current_database() and pid <> pg_backend_pid() "
+                "and (state like 'idle in transaction%' or wait_event_type = 'Lock' or xact_start < now() - interval '3 seconds')"
+            ) + self.psql(
+                "select 'lease', projection_name, owner_id, round(extract(epoch from expires_at - now())::numeric, 1) "
+                "from projection_locks order by 2"
+            ) + self.psql(
+                "select 'horizon', pg_snapshot_xmin(pg_current_snapshot()), "
+                "(select max(position) from eventstore.events), "
+                "(select count(*) from eventstore.events where position::text::xid8 >= pg_snapshot_xmin(pg_current_snapshot()))"
+            )
+        except RuntimeError as error:
+            report = f"diagnostics failed: {error}\n"
+        with open(os.path.join(self.run_dir, "logs", "freeze-diagnostics.txt"), "a", encoding="utf-8") as file:
+            file.write(report)
+        lines = report.splitlines()
+        idle = sum(1 for l in lines if l.startswith("session|") and "|idle in transaction" in l)
+        waiting = sum(1 for l in lines if l.startswith("session|") and "|Lock|" in l)
+        horizon = next((l for l in lines if l.startswith("horizon|")), "")
+        log(f"       {service.name} frozen: {idle} session(s) idle in transaction, {waiting} waiting on a lock; "
+            f"horizon|xmin|max position|events at or past xmin: {horizon}")
 
     def begin(self, label):
         log(f"fault: {label}")
@@ -454,7 +494,7 @@ class Chaos:
     def check_store(self):
         """Per phase: acknowledged writes missing from the store, and logical writes applied twice."""
         buffer = io.StringIO()
-        writer = csv.writer(buffer)
+        writer = csv.writer(buffer, lineterminator="\n")
         for a in self.ledger.acks:
             writer.writerow([a["phase"], a["kind"], a["aggregate_id"], a["sequence"], a["position"], a["extra"]])
         script = (
@@ -490,6 +530,7 @@ class Chaos:
     def check_stream(self):
         async def read():
             import nats
+            from nats.errors import TimeoutError as NatsTimeout
 
             nc = await nats.connect(self.nats_url)
             js = nc.jetstream()
@@ -500,7 +541,7 @@ class Chaos:
             while len(ids) < total:
                 try:
                     batch = await sub.fetch(1000, timeout=5)
-                except nats.errors.TimeoutError:
+                except NatsTimeout:
                     break
                 for message in batch:
                     ids.append(message.headers.get("Nats-Msg-Id"))
