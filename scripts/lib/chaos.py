@@ -46,7 +46,7 @@ import urllib.request
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from smoke import free_ports, generate_stubs, read_secret, tail  # noqa: E402  (shared helpers)
+from smoke import free_ports, generate_stubs, read_secret, scim_request, tail  # noqa: E402  (shared helpers)
 
 POLL_SECS = 0.1  # poll_interval of every wait
 RECOVER_DEADLINE_SECS = 120.0
@@ -232,19 +232,12 @@ class Chaos:
             time.sleep(0.2)  # poll_interval between retries of one call
 
     def scim(self, method, path, body=None, timeout=CALL_TIMEOUT_SECS):
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.scim_url + path, data=data, method=method)
-        request.add_header("authorization", "Bearer " + self.scim_token)
-        request.add_header("accept", "application/scim+json")
-        if data is not None:
-            request.add_header("content-type", "application/scim+json")
+        """(status, resource) for an answer, (status, None) for an error answer, (0, None) for none."""
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as error:
-            return error.code, None
+            status, answer = scim_request(self.scim_url, self.scim_token, method, path, body, timeout)
         except OSError:
             return 0, None
+        return status, answer if isinstance(answer, dict) else None
 
     @staticmethod
     def version(resource):

@@ -69,17 +69,8 @@ class Smoke:
     # -- SCIM over HTTP -------------------------------------------------------------------------
 
     def scim(self, method, path, body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.scim_url + path, data=data, method=method)
-        request.add_header("authorization", "Bearer " + self.scim_token)
-        request.add_header("accept", "application/scim+json")
-        if data is not None:
-            request.add_header("content-type", "application/scim+json")
         try:
-            with urllib.request.urlopen(request, timeout=STEP_DEADLINE_SECS) as response:
-                return response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode(errors="replace")
+            return scim_request(self.scim_url, self.scim_token, method, path, body, STEP_DEADLINE_SECS)
         except OSError as error:
             self.fail(f"{method} {path}: {error}")
 
@@ -284,6 +275,22 @@ class Smoke:
         primary = [(e.value, e.verified) for e in got.user.human.emails if e.primary]
         self.check(primary == [(new_email, True)], f"GetUser shows the primary email as {primary}")
         self.ok(f"gRPC UserService/GetUser -> {new_email} verified")
+
+
+def scim_request(base_url, token, method, path, body=None, timeout=STEP_DEADLINE_SECS):
+    """One SCIM call with a bearer token: (status, parsed JSON) on success, (status, text) on an HTTP
+    error; OSError when no answer came. Shared by smoke.py and chaos.py."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(base_url + path, data=data, method=method)
+    request.add_header("authorization", "Bearer " + token)
+    request.add_header("accept", "application/scim+json")
+    if data is not None:
+        request.add_header("content-type", "application/scim+json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(errors="replace")
 
 
 def generate_stubs(run_dir, files):
