@@ -641,8 +641,11 @@ class Chaos:
                     message_ids.setdefault(rcpt.lower(), set()).add(message.get("message_id"))
             return found
 
-        self.wait_for("every requested email in the sink",
-                      lambda: all(counts().get(e, 0) >= 1 for e in requested), 150)
+        def all_delivered():
+            found = counts()
+            return all(found.get(e, 0) >= 1 for e in requested)
+
+        self.wait_for("every requested email in the sink", all_delivered, 150)
         message_ids.clear()
         found = counts()
         # A copy is a resend of the same message (same Message-ID) or it is a second email.
