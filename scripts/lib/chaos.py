@@ -12,7 +12,8 @@ scripts/chaos exported (CAIRN_* as for scripts/up, CHAOS_* for the private serve
    retried with the same key until it is answered) and SCIM (POST /Users, then PATCH; a POST is
    never retried, since SCIM has no idempotency key, and a 409 after a lost answer is not counted
    as acknowledged). Only answered writes are recorded, with the phase they were answered in;
-3. injects the faults one after another (see FAULTS) and restarts what it killed, as a supervisor
+3. injects the faults one after another (Chaos.run: kill -9 of each service, NATS stopped, PostgreSQL
+   restarted, a projector replica frozen inside a write transaction) and restarts what it killed, as a supervisor
    would; "recover s" runs from the end of the fault's injection (the kill, NATS started again,
    `pg_ctl restart` issued, SIGSTOP sent) until the faulted service answers /readyz and a fresh
    gRPC write and a fresh SCIM write each round-trip (read-your-writes);
@@ -20,8 +21,9 @@ scripts/chaos exported (CAIRN_* as for scripts/up, CHAOS_* for the private serve
    sequence, and for gRPC the returned position); no logical write took effect twice; the stream
    holds every event once (Nats-Msg-Id unique, the set of ids equal to the store's); every read
    model table's checksum equals its checksum after `cairn projections reset <name> --wait`; every
-   acknowledged SetEmail-with-code has a message in the sink (one, or two at most for a code sent
-   during the notifier kill: docs/ARCHITECTURE.md, "The ambiguous moment"); every service still
+   acknowledged SetEmail-with-code has a message in the sink (per notifier kill at most one more
+   copy of a message, same Message-ID, at most CAIRN_NOTIFIER_CONCURRENCY in all:
+   docs/ARCHITECTURE.md, "The ambiguous moment"); every service still
    runs and is ready, and none was restarted except after its own kill -9.
 
 It prints the table and exits 1 if any must-be-zero figure is not zero.
