@@ -69,17 +69,8 @@ class Smoke:
     # -- SCIM over HTTP -------------------------------------------------------------------------
 
     def scim(self, method, path, body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.scim_url + path, data=data, method=method)
-        request.add_header("authorization", "Bearer " + self.scim_token)
-        request.add_header("accept", "application/scim+json")
-        if data is not None:
-            request.add_header("content-type", "application/scim+json")
         try:
-            with urllib.request.urlopen(request, timeout=STEP_DEADLINE_SECS) as response:
-                return response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode(errors="replace")
+            return scim_request(self.scim_url, self.scim_token, method, path, body, STEP_DEADLINE_SECS)
         except OSError as error:
             self.fail(f"{method} {path}: {error}")
 
@@ -87,23 +78,16 @@ class Smoke:
 
     def load_stubs(self):
         import grpc
-        import grpc_tools
-        from grpc_tools import protoc
 
-        out = os.path.join(self.run_dir, "stubs")
-        os.makedirs(out, exist_ok=True)
-        well_known = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
         files = [
             "cairn/common/v1/common.proto",
             "cairn/user/v1/user.proto",
             "cairn/notification/v1/notification.proto",
         ]
-        status = protoc.main(
-            ["protoc", f"-I{PROTO_ROOT}", f"-I{well_known}", f"--python_out={out}", f"--grpc_python_out={out}"]
-            + files
-        )
-        self.check(status == 0, f"protoc failed with status {status} on {', '.join(files)}")
-        sys.path.insert(0, out)
+        try:
+            generate_stubs(self.run_dir, files)
+        except RuntimeError as error:
+            self.fail(str(error))
         from cairn.notification.v1 import notification_pb2, notification_pb2_grpc
         from cairn.user.v1 import user_pb2, user_pb2_grpc
 
@@ -291,6 +275,41 @@ class Smoke:
         primary = [(e.value, e.verified) for e in got.user.human.emails if e.primary]
         self.check(primary == [(new_email, True)], f"GetUser shows the primary email as {primary}")
         self.ok(f"gRPC UserService/GetUser -> {new_email} verified")
+
+
+def scim_request(base_url, token, method, path, body=None, timeout=STEP_DEADLINE_SECS):
+    """One SCIM call with a bearer token: (status, parsed JSON) on success, (status, text) on an HTTP
+    error; OSError when no answer came. Shared by smoke.py and chaos.py."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(base_url + path, data=data, method=method)
+    request.add_header("authorization", "Bearer " + token)
+    request.add_header("accept", "application/scim+json")
+    if data is not None:
+        request.add_header("content-type", "application/scim+json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(errors="replace")
+
+
+def generate_stubs(run_dir, files):
+    """Generates Python gRPC stubs for `files` (paths under proto/) into <run_dir>/stubs and puts
+    that directory on sys.path. Shared by smoke.py and chaos.py."""
+    import grpc_tools
+    from grpc_tools import protoc
+
+    out = os.path.join(run_dir, "stubs")
+    os.makedirs(out, exist_ok=True)
+    well_known = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
+    status = protoc.main(
+        ["protoc", f"-I{PROTO_ROOT}", f"-I{well_known}", f"--python_out={out}", f"--grpc_python_out={out}"]
+        + files
+    )
+    if status != 0:
+        raise RuntimeError(f"protoc failed with status {status} on {', '.join(files)}")
+    if out not in sys.path:
+        sys.path.insert(0, out)
 
 
 def read_secret(path):
