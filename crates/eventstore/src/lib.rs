@@ -18,7 +18,7 @@ pub use error::StoreError;
 pub use filter::{EventFilter, MAX_FILTER_LIMIT};
 pub use listen::CommitListener;
 pub use memory::MemoryEventStore;
-pub use pg::{NOTIFY_CHANNEL, PgEventStore, migrate};
+pub use pg::{IDLE_IN_TRANSACTION_TIMEOUT, NOTIFY_CHANNEL, PgEventStore, connect_options, migrate};
 pub use push::{AggregatePush, ExpectedSequence, MAX_PAYLOAD_BYTES, Push, UniqueOp};
 pub use snapshot::Snapshot;
 

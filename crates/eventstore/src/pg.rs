@@ -33,6 +33,25 @@ const EVENT_COLUMNS: &str = "id, instance_id, aggregate_type, aggregate_id, sequ
 /// The part of a query that hides events a still-running transaction could precede.
 const VISIBLE: &str = "position < pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
 
+/// How long a service's session may sit idle inside a transaction before PostgreSQL ends it, unless
+/// the service has a lease that bounds it tighter.
+pub const IDLE_IN_TRANSACTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Connection settings for a service's pool: `url` with `idle_in_transaction_session_timeout` set
+/// to `idle_in_transaction`. A process that stops inside a transaction (frozen, paused, cut off
+/// from the network) must not keep holding its row locks and the event store's visibility horizon
+/// (every reader stops below the oldest running transaction): PostgreSQL ends such a session,
+/// rolling its work back, and the leases and fencing take it from there.
+pub fn connect_options(
+    url: &str,
+    idle_in_transaction: std::time::Duration,
+) -> Result<sqlx::postgres::PgConnectOptions, sqlx::Error> {
+    let millis = idle_in_transaction.as_millis().max(1).to_string();
+    Ok(url
+        .parse::<sqlx::postgres::PgConnectOptions>()?
+        .options([("idle_in_transaction_session_timeout", millis)]))
+}
+
 /// The PostgreSQL [`EventStore`].
 #[derive(Clone, Debug)]
 pub struct PgEventStore {

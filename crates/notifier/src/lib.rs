@@ -86,7 +86,13 @@ pub async fn start_with(
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(8 + config.concurrency as u32)
         .acquire_timeout(Duration::from_secs(5))
-        .connect(&config.database_url)
+        .connect_with(
+            cairn_eventstore::connect_options(
+                &config.database_url,
+                Duration::from_secs(config.lease_ttl_secs),
+            )
+            .context("CAIRN_DATABASE_URL is not a PostgreSQL URL")?,
+        )
         .await
         .context("connecting to PostgreSQL (CAIRN_DATABASE_URL)")?;
     cairn_migrations::run(&pool)

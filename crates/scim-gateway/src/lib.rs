@@ -207,7 +207,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(Duration::from_secs(5))
-        .connect(&config.database_url)
+        .connect_with(
+            cairn_eventstore::connect_options(
+                &config.database_url,
+                cairn_eventstore::IDLE_IN_TRANSACTION_TIMEOUT,
+            )
+            .context("CAIRN_DATABASE_URL is not a PostgreSQL URL")?,
+        )
         .await
         .context("connecting to PostgreSQL (CAIRN_DATABASE_URL)")?;
     cairn_migrations::run(&pool)
