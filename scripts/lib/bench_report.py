@@ -67,7 +67,9 @@ def table(groups, facts):
     lines = [
         f"Machine: {facts.get('cores')} cores ({facts.get('cpu', '?')}), {facts.get('memory_gib')} GiB, "
         f"PostgreSQL {facts.get('postgresql')}, NATS {facts.get('nats')}; run {facts.get('when')} "
-        f"at {facts.get('commit', '?')}, {facts.get('phase_seconds')} s per measured phase. Keys with "
+        f"at {facts.get('commit', '?')}, {facts.get('phase_seconds')} s per measured phase"
+        + "".join(f", `{k}={v}`" for k, v in facts.get("settings", {}).items() if k != "CAIRN_BENCH_SECONDS")
+        + ". Keys with "
         "`raw` are the PostgreSQL (or JetStream, SMTP) limit measured in the same run; `*_rss_mib` is "
         "resident memory in MiB (`services`: each service as its own process, peak under load and "
         "idle after start; other groups: the benchmark process with the libraries it ran).",
@@ -94,6 +96,7 @@ def main():
     )
     facts["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     facts["phase_seconds"] = float(os.environ.get("CAIRN_BENCH_SECONDS", "5"))
+    facts["settings"] = {k: v for k, v in sorted(os.environ.items()) if k.startswith("CAIRN_BENCH_")}
     try:
         facts["commit"] = subprocess.run(
             ["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
