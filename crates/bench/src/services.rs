@@ -8,8 +8,6 @@
 
 use crate::harness::{BenchDb, Settings, bench, closed_loop};
 use anyhow::Context;
-use cairn_command_api::auth::{NewToken, Role, store_token};
-use cairn_command_api::bootstrap::create_instance;
 use cairn_stack::request;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -95,30 +93,13 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
 
     // The instance and its tokens, as `cairn init` and `cairn token create` would make them.
     let store = cairn_eventstore::PgEventStore::new(db.pool.clone());
-    let admin = create_instance(
+    let (_, scim_token) = cairn_stack::bootstrap(
+        &db.pool,
         &store,
-        db.pool.begin().await?,
         "Bench",
         cairn_domain::Clock::now(&cairn_domain::SystemClock),
     )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut tx = db.pool.begin().await?;
-    let (_, scim_token) = store_token(
-        &mut tx,
-        &NewToken {
-            instance_id: admin.instance_id,
-            org_id: None,
-            principal_id: admin.admin_id,
-            kind: "scim",
-            roles: vec![Role::ScimProvisioner],
-            description: None,
-            expires_at: None,
-        },
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    tx.commit().await?;
+    .await?;
 
     let (es_grpc, es_http, proj_http) = (free_addr()?, free_addr()?, free_addr()?);
     let (api_grpc, api_http, not_grpc, not_http, scim) = (
@@ -176,7 +157,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
             bench(&format!("{}.idle_rss_mib", service.name), rss);
         }
 
-        let token = format!("Bearer {}", scim_token.as_str());
+        let token = format!("Bearer {scim_token}");
         let creates = closed_loop(CONCURRENCY, settings.phase, {
             let token = token.clone();
             move |worker, i| {

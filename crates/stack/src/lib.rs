@@ -8,6 +8,48 @@ use cairn_testkit::TestDb;
 use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
 
+/// A new instance (`cairn init`) and a SCIM provisioner token of its admin user (`cairn token
+/// create --kind scim`), written straight to the database: for stacks started in tests and
+/// benchmarks.
+pub async fn bootstrap(
+    pool: &sqlx::PgPool,
+    store: &cairn_eventstore::PgEventStore,
+    name: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<(Bootstrapped, String)> {
+    let admin = create_instance(store, pool.begin().await?, name, now)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let scim_token = admin_token(pool, &admin, "scim", vec![Role::ScimProvisioner]).await?;
+    Ok((admin, scim_token))
+}
+
+/// A new token of `admin`'s instance acting as its admin user, of `kind` (`api` or `scim`).
+pub async fn admin_token(
+    pool: &sqlx::PgPool,
+    admin: &Bootstrapped,
+    kind: &'static str,
+    roles: Vec<Role>,
+) -> anyhow::Result<String> {
+    let mut tx = pool.begin().await?;
+    let (_, token) = store_token(
+        &mut tx,
+        &NewToken {
+            instance_id: admin.instance_id,
+            org_id: None,
+            principal_id: admin.admin_id,
+            kind,
+            roles,
+            description: None,
+            expires_at: None,
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tx.commit().await?;
+    Ok(token.to_string())
+}
+
 /// A running stack.
 pub struct Stack {
     /// The database.
@@ -109,26 +151,13 @@ impl Stack {
             shutdown.clone(),
         )
         .await?;
-        let tx = api.api.exec.pool.begin().await?;
-        let admin = create_instance(&api.api.exec.store, tx, "Stack", api.api.exec.clock.now())
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut tx = api.api.exec.pool.begin().await?;
-        let (_, scim_token) = store_token(
-            &mut tx,
-            &NewToken {
-                instance_id: admin.instance_id,
-                org_id: None,
-                principal_id: admin.admin_id,
-                kind: "scim",
-                roles: vec![Role::ScimProvisioner],
-                description: None,
-                expires_at: None,
-            },
+        let (admin, scim_token) = bootstrap(
+            &api.api.exec.pool,
+            &api.api.exec.store,
+            "Stack",
+            api.api.exec.clock.now(),
         )
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-        tx.commit().await?;
+        .await?;
         let grpc = api.grpc_addr;
         let api_http = api.http_addr;
         let scim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -161,7 +190,7 @@ impl Stack {
             api_http,
             scim: scim_addr,
             admin,
-            scim_token: scim_token.to_string(),
+            scim_token,
             api,
             shutdown,
             tasks,
@@ -185,23 +214,7 @@ impl Stack {
 
     /// A new API token of the bootstrapped instance, acting as its admin user, with `roles`.
     pub async fn token_with(&self, roles: &[Role]) -> anyhow::Result<String> {
-        let mut tx = self.api().exec.pool.begin().await?;
-        let (_, token) = store_token(
-            &mut tx,
-            &NewToken {
-                instance_id: self.admin.instance_id,
-                org_id: None,
-                principal_id: self.admin.admin_id,
-                kind: "api",
-                roles: roles.to_vec(),
-                description: None,
-                expires_at: None,
-            },
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-        tx.commit().await?;
-        Ok(token.to_string())
+        admin_token(&self.api().exec.pool, &self.admin, "api", roles.to_vec()).await
     }
 
     /// The SCIM base URL.
