@@ -260,3 +260,69 @@ async fn tailing_reader_sees_every_event_once_in_order_under_concurrent_writers(
     assert_eq!(seen_ids, full, "the tail equals a final full ordered read");
     db.drop_db().await.unwrap();
 }
+
+/// Per-aggregate order (DESIGN.md guarantee 11): a transaction that took its position (its
+/// transaction id) before another transaction appended to an aggregate and committed must not
+/// append the aggregate's next event: it would stand below its predecessor in position order, and
+/// every projection would apply the two in the wrong order. The push is refused, nothing is
+/// written, and the same push in a new transaction succeeds above the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregates_next_event_never_lands_below_its_previous_one() {
+    let db = TestDb::new(8).await.unwrap();
+    let store = PgEventStore::new(db.pool.clone());
+    let instance = InstanceId::new();
+    let shared = AggregateId::new();
+
+    // B takes its transaction id first (as a command does when it claims an idempotency key).
+    let mut early = db.pool.begin().await.unwrap();
+    let early_xid: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+        .fetch_one(&mut *early)
+        .await
+        .unwrap();
+    // A, started later, appends sequence 1 and commits.
+    let a = store
+        .push(one(instance, shared, ExpectedSequence::Exact(0), 1))
+        .await
+        .unwrap();
+    assert!(
+        a[0].position.position > early_xid,
+        "A's transaction started after B's"
+    );
+
+    // B now sees sequence 1 and appends sequence 2: with an unpinned and a pinned expectation.
+    for expected in [ExpectedSequence::Any, ExpectedSequence::Exact(1)] {
+        sqlx::query("SAVEPOINT attempt")
+            .execute(&mut *early)
+            .await
+            .unwrap();
+        let result = store
+            .push_in(&mut early, one(instance, shared, expected, 2))
+            .await;
+        sqlx::query("ROLLBACK TO SAVEPOINT attempt")
+            .execute(&mut *early)
+            .await
+            .unwrap();
+        let stored = result.as_ref().map(|s| (s[0].sequence, s[0].position));
+        assert!(
+            result.is_err(),
+            "a push from a transaction older than the aggregate's last event must be refused \
+             ({expected:?}); it stored {stored:?} below A's {}",
+            a[0].position
+        );
+    }
+    early.rollback().await.unwrap();
+
+    // A fresh transaction appends above A.
+    let mut fresh = db.pool.begin().await.unwrap();
+    let b = store
+        .push_in(&mut fresh, one(instance, shared, ExpectedSequence::Exact(1), 2))
+        .await
+        .unwrap();
+    fresh.commit().await.unwrap();
+    assert_eq!(b[0].sequence, 2);
+    assert!(b[0].position > a[0].position);
+    visible(&store, b[0].position).await;
+    let events = all_events(&store).await;
+    assert_eq!(events.iter().map(|e| e.sequence).collect::<Vec<_>>(), vec![1, 2]);
+    db.drop_db().await.unwrap();
+}

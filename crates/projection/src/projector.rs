@@ -21,8 +21,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
 
 /// A projector replica's settings.
@@ -70,10 +70,12 @@ pub struct ProjectorMetrics {
 
 type Wakers = Arc<Mutex<HashMap<InstanceId, Vec<Arc<Notify>>>>>;
 
+/// A running worker. Its task is aborted when the handle is dropped, so a replica whose run is
+/// cancelled abruptly (its task aborted, as a crash would end it) leaves no worker behind.
 struct Worker {
     wake: Arc<Notify>,
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    task: AbortOnDropHandle<()>,
 }
 
 /// One projector replica.
@@ -124,14 +126,14 @@ impl Projector {
             .clone()
             .zip(self.config.stream.clone())
             .map(|(js, (stream, prefix))| {
-                tokio::spawn(ring_doorbell(
+                AbortOnDropHandle::new(tokio::spawn(ring_doorbell(
                     js,
                     stream,
                     prefix,
                     wakers.clone(),
                     seen_tx.clone(),
                     shutdown.clone(),
-                ))
+                )))
             });
         let mut workers: HashMap<Key, Worker> = HashMap::new();
         let mut known: HashSet<InstanceId> = HashSet::new();
@@ -243,7 +245,7 @@ impl Projector {
             max_attempts: self.config.max_attempts,
             crash_every: self.config.crash_every,
         };
-        let task = tokio::spawn(run_worker(
+        let task = AbortOnDropHandle::new(tokio::spawn(run_worker(
             self.pool.clone(),
             self.store.clone(),
             projection,
@@ -253,7 +255,7 @@ impl Projector {
             wake.clone(),
             stop.clone(),
             self.metrics.clone(),
-        ));
+        )));
         Worker { wake, stop, task }
     }
 }
