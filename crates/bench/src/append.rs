@@ -114,5 +114,92 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
             bench("append.single_c16.raw_p99_ms", raw.p(0.99));
         }
     }
+    db.drop_db().await?;
+    without_statistics(settings).await
+}
+
+/// Events already in the instance of `append.single_c1_200k_no_stats`.
+const FILL: i64 = 200_000;
+
+/// One-event pushes, each claiming a unique value, into an instance that already holds 200,000
+/// events, in a database where ANALYZE never ran (autovacuum off), through a connection whose
+/// plans were cached while the table was empty: what a new deployment meets once it has grown.
+/// Beside it, plain INSERTs into a table of the same definition, filled the same way.
+async fn without_statistics(settings: &Settings) -> anyhow::Result<()> {
+    let db = BenchDb::create(settings, 1).await?;
+    sqlx::raw_sql("CREATE TABLE public.raw_events (LIKE eventstore.events INCLUDING ALL)")
+        .execute(&db.pool)
+        .await?;
+    let store = PgEventStore::new(db.pool.clone());
+    let user = AggregateType::parse("user")?;
+    let changed = EventType::parse("user.changed")?;
+    let instance = InstanceId::new();
+    let push = move |store: PgEventStore, n: u64| {
+        let (user, changed) = (user.clone(), changed.clone());
+        async move {
+            let event = EventDraft::new(changed, payload(n), "system", AggregateId::new());
+            let mut push = Push::single(
+                instance,
+                user,
+                AggregateId::new(),
+                ExpectedSequence::Exact(0),
+                vec![event],
+            );
+            push.unique_ops.push(cairn_eventstore::UniqueOp::Add {
+                instance_id: instance,
+                unique_type: "user.username".into(),
+                value: format!("user{n}@example.com"),
+            });
+            store.push(push).await?;
+            anyhow::Ok(())
+        }
+    };
+    // Plans are cached by the session while the tables are empty.
+    for n in 0..10 {
+        push(store.clone(), u64::MAX - n).await?;
+    }
+    for table in ["eventstore.events", "public.raw_events"] {
+        sqlx::query(&format!(
+            "INSERT INTO {table} (instance_id, aggregate_type, aggregate_id, sequence, event_type, revision, \
+               payload, creator, resource_owner, created_at, position, in_tx_order, id) \
+             SELECT $1, 'user', gen_random_uuid(), 1, 'user.changed', 1, '{{}}', 'system', $1, \
+                    statement_timestamp(), -g, 0, gen_random_uuid() FROM generate_series(1, $2) g"
+        ))
+        .bind(instance.as_uuid())
+        .bind(FILL)
+        .execute(&db.pool)
+        .await?;
+    }
+    sqlx::query(
+        "INSERT INTO eventstore.unique_constraints (instance_id, unique_type, unique_value) \
+         SELECT $1, 'user.username', 'filled' || g FROM generate_series(1, $2) g",
+    )
+    .bind(instance.as_uuid())
+    .bind(FILL)
+    .execute(&db.pool)
+    .await?;
+
+    let pool = db.pool.clone();
+    let raw_op = move |_worker: usize, _i: u64| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO public.raw_events (instance_id, aggregate_type, aggregate_id, sequence, event_type, \
+                   revision, payload, creator, resource_owner, created_at, position, in_tx_order, id) \
+                 VALUES ($1, 'user', $2, 1, 'user.changed', 1, '{}', 'system', $1, statement_timestamp(), \
+                         pg_current_xact_id()::text::bigint, 0, $2)",
+            )
+            .bind(instance.as_uuid())
+            .bind(Uuid::now_v7())
+            .execute(&pool)
+            .await?;
+            Ok(())
+        }
+    };
+    let cairn_op = move |_worker: usize, i: u64| push(store.clone(), i);
+    let (raw, cairn) = interleaved(1, settings.phase, 3, raw_op, cairn_op).await?;
+    bench("append.single_c1_200k_no_stats.events_per_s", cairn.ops_per_s());
+    bench("append.single_c1_200k_no_stats.raw_events_per_s", raw.ops_per_s());
+    bench("append.single_c1_200k_no_stats.p99_ms", cairn.p(0.99));
     db.drop_db().await
 }
