@@ -23,6 +23,11 @@ pub enum ApiError {
     /// The resource changed since the caller read it.
     #[error("{0}")]
     Aborted(String),
+    /// The command's transaction took its position before another transaction changed one of its
+    /// aggregates: it must run again from the start in a new transaction (`Executor::run` does
+    /// that). Reaches a client as `ABORTED` only when the restarts run out.
+    #[error("{0}")]
+    Restart(String),
     /// The request is valid but the resource's state does not allow it.
     #[error("{0}")]
     FailedPrecondition(String),
@@ -86,6 +91,9 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid { field, reason } => Self::invalid(field, reason),
             StoreError::Conflict { .. } => {
                 Self::Aborted("the resource was changed concurrently; read it again and retry".into())
+            }
+            StoreError::TransactionTooOld { .. } => {
+                Self::Restart("the resource was changed concurrently; retry".into())
             }
             StoreError::UniqueViolation { unique_type, .. } => {
                 Self::AlreadyExists(match unique_type.as_str() {
@@ -155,7 +163,7 @@ impl From<ApiError> for tonic::Status {
             ApiError::Invalid(_) => Code::InvalidArgument,
             ApiError::NotFound(_) => Code::NotFound,
             ApiError::AlreadyExists(_) => Code::AlreadyExists,
-            ApiError::Aborted(_) => Code::Aborted,
+            ApiError::Aborted(_) | ApiError::Restart(_) => Code::Aborted,
             ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
             ApiError::Unauthenticated(_) => Code::Unauthenticated,
             ApiError::PermissionDenied(_) => Code::PermissionDenied,
@@ -194,7 +202,7 @@ impl ApiError {
             Self::Invalid(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::AlreadyExists(_) => StatusCode::CONFLICT,
-            Self::Aborted(_) => StatusCode::CONFLICT,
+            Self::Aborted(_) | Self::Restart(_) => StatusCode::CONFLICT,
             Self::FailedPrecondition(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::PermissionDenied(_) => StatusCode::FORBIDDEN,

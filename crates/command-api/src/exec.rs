@@ -1,8 +1,11 @@
 //! Running commands: load the aggregate (snapshot plus tail), let the domain decide, push the
-//! decision with the aggregate's sequence as the expected one, and on a conflict re-decide once
-//! against fresh state when the caller did not pin a sequence. Every command runs in a transaction
-//! that also holds its idempotency key and, when given one, its stored response, so a repeated
-//! key returns the first response and a crash can never separate the events from the key.
+//! decision with the aggregate's sequence as the expected one, and on a conflict re-decide against
+//! fresh state when the caller did not pin a sequence. A command with an idempotency key runs in a
+//! transaction that commits its events with the key and its response, so a repeated key returns
+//! the first response and a crash can never separate the events from the key. The key is looked up
+//! before the command reads anything and claimed at the end, so the transaction takes its position
+//! (its id) only at its first write. A transaction whose push meets an aggregate that a younger
+//! transaction changed first runs again from the start (DESIGN.md guarantee 11).
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -12,6 +15,10 @@ use sha2::Digest;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use std::future::Future;
 use std::sync::Arc;
+
+/// How often an unpinned command decides against fresh state after a concurrent change of its
+/// aggregate before it gives up with `ABORTED`.
+const DECISIONS: usize = 4;
 
 /// Aggregates with more events than this since their snapshot get a new one.
 const SNAPSHOT_EVERY: usize = 200;
@@ -170,7 +177,7 @@ impl Executor {
         F: Fn(&A) -> Result<Plan, ApiError>,
     {
         let instance = caller.instance_id;
-        for attempt in 0..2 {
+        for attempt in 0..DECISIONS {
             let mut state: A = if fresh && attempt == 0 {
                 A::default()
             } else {
@@ -233,7 +240,7 @@ impl Executor {
                     }
                     return Ok(Written { state, events });
                 }
-                Err(StoreError::Conflict { .. }) if attempt == 0 && expected.is_none() => {
+                Err(StoreError::Conflict { .. }) if attempt + 1 < DECISIONS && expected.is_none() => {
                     tracing::debug!(aggregate = %id, "concurrent change; deciding again");
                 }
                 Err(error) => return Err(error.into()),
@@ -248,6 +255,12 @@ impl Executor {
     /// the same request returns the stored response without running `body`; with another request
     /// it is `FAILED_PRECONDITION`. `body` returns the transaction, the response and the position to
     /// announce.
+    ///
+    /// When a push inside the transaction meets an aggregate that a younger transaction changed
+    /// first ([`ApiError::Restart`]), the transaction is rolled back and the whole command, key
+    /// claim included, runs again in a new transaction, up to [`RESTARTS`] times: its events then
+    /// get a position above the other transaction's (DESIGN.md guarantee 11). So `body` must do
+    /// every read its decision depends on itself, and may run more than once.
     pub async fn run<R, F, Fut>(
         &self,
         caller: &Caller,
@@ -258,62 +271,102 @@ impl Executor {
     ) -> Result<R, ApiError>
     where
         R: prost::Message + Default,
-        F: FnOnce(Tx) -> Fut,
+        F: Fn(Tx) -> Fut,
         Fut: Future<Output = Result<(Tx, R, Option<Position>), ApiError>>,
     {
-        let mut tx = Tx::lazy(self.pool.clone());
         let fingerprint = {
             let mut hasher = sha2::Sha256::new();
             hasher.update(method.as_bytes());
             hasher.update(request.encode_to_vec());
             hex(&hasher.finalize())
         };
-        if let Some(key) = &key {
-            if key.is_empty() || key.len() > 200 {
-                return Err(ApiError::invalid(
-                    "idempotency-key",
-                    "must be 1 to 200 characters",
-                ));
+        if let Some(key) = &key
+            && (key.is_empty() || key.len() > 200)
+        {
+            return Err(ApiError::invalid(
+                "idempotency-key",
+                "must be 1 to 200 characters",
+            ));
+        }
+        let mut restarts = 0;
+        loop {
+            match self
+                .run_once(caller, method, key.as_deref(), &fingerprint, &body)
+                .await
+            {
+                Err(ApiError::Restart(reason)) if restarts < RESTARTS => {
+                    restarts += 1;
+                    tracing::debug!(%reason, restarts, "command meets a younger transaction's change; running it again");
+                }
+                Err(ApiError::Restart(_)) => {
+                    return Err(ApiError::Aborted(
+                        "the resource keeps changing concurrently; retry".into(),
+                    ));
+                }
+                other => return other,
             }
-            let conn = tx.conn().await?;
+        }
+    }
+
+    async fn run_once<R, F, Fut>(
+        &self,
+        caller: &Caller,
+        method: &'static str,
+        key: Option<&str>,
+        fingerprint: &str,
+        body: &F,
+    ) -> Result<R, ApiError>
+    where
+        R: prost::Message + Default,
+        F: Fn(Tx) -> Fut,
+        Fut: Future<Output = Result<(Tx, R, Option<Position>), ApiError>>,
+    {
+        let mut tx = Tx::lazy(self.pool.clone());
+        if let Some(key) = key {
+            if let Some(stored) = self.stored_response(caller, key, fingerprint).await? {
+                return Ok(stored);
+            }
+            // The events and the key commit together. BEGIN takes no transaction id: the
+            // transaction gets its position only when it first writes, as late as possible.
+            tx.conn().await?;
+        }
+        let (mut tx, response, position) = match body(tx).await {
+            Ok(done) => done,
+            Err(error) => {
+                // A concurrent call with the same key may have committed meanwhile; this one then
+                // failed on what that one did (a taken name, a removed user): answer as that one.
+                if let Some(key) = key
+                    && !matches!(error, ApiError::Restart(_))
+                    && let Some(stored) = self.stored_response(caller, key, fingerprint).await?
+                {
+                    return Ok(stored);
+                }
+                return Err(error);
+            }
+        };
+        if let Some(key) = key {
             let claimed = sqlx::query(
-                "INSERT INTO api.commands (instance_id, key, method, request_hash, status, expires_at) \
-                 VALUES ($1, $2, $3, $4, 'pending', clock_timestamp() + interval '24 hours') \
+                "INSERT INTO api.commands (instance_id, key, method, request_hash, status, response, expires_at) \
+                 VALUES ($1, $2, $3, $4, 'processed', $5, clock_timestamp() + interval '24 hours') \
                  ON CONFLICT (instance_id, key) DO NOTHING",
             )
             .bind(caller.instance_id.as_uuid())
             .bind(key)
             .bind(method)
-            .bind(&fingerprint)
-            .execute(&mut *conn)
+            .bind(fingerprint)
+            .bind(response.encode_to_vec())
+            .execute(tx.conn().await?)
             .await?
             .rows_affected();
             if claimed == 0 {
-                let (hash, response): (String, Option<Vec<u8>>) = sqlx::query_as(
-                    "SELECT request_hash, response FROM api.commands WHERE instance_id = $1 AND key = $2",
-                )
-                .bind(caller.instance_id.as_uuid())
-                .bind(key)
-                .fetch_one(&mut *conn)
-                .await?;
-                if hash != fingerprint {
-                    return Err(ApiError::FailedPrecondition(
-                        "this idempotency key was used with a different request".into(),
-                    ));
-                }
-                let response = response
-                    .ok_or_else(|| ApiError::Aborted("a request with this key is in flight".into()))?;
-                return R::decode(response.as_slice()).map_err(|e| ApiError::Internal(e.to_string()));
+                // A concurrent call with the same key committed first (the insert waited for it):
+                // roll this one back and answer with that one's response.
+                drop(tx);
+                return match self.stored_response(caller, key, fingerprint).await? {
+                    Some(stored) => Ok(stored),
+                    None => Err(ApiError::Restart("a concurrent call with this key ended".into())),
+                };
             }
-        }
-        let (mut tx, response, position) = body(tx).await?;
-        if let Some(key) = &key {
-            sqlx::query("UPDATE api.commands SET status = 'processed', response = $3 WHERE instance_id = $1 AND key = $2")
-                .bind(caller.instance_id.as_uuid())
-                .bind(key)
-                .bind(response.encode_to_vec())
-                .execute(tx.conn().await?)
-                .await?;
         }
         tx.commit().await?;
         if let Some(position) = position {
@@ -321,7 +374,77 @@ impl Executor {
         }
         Ok(response)
     }
+
+    /// The response stored for `key`, if a call with it committed; `FAILED_PRECONDITION` when that
+    /// call was another request.
+    async fn stored_response<R: prost::Message + Default>(
+        &self,
+        caller: &Caller,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<Option<R>, ApiError> {
+        let row: Option<(String, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT request_hash, response FROM api.commands WHERE instance_id = $1 AND key = $2",
+        )
+        .bind(caller.instance_id.as_uuid())
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((hash, response)) = row else {
+            return Ok(None);
+        };
+        if hash != fingerprint {
+            return Err(ApiError::FailedPrecondition(
+                "this idempotency key was used with a different request".into(),
+            ));
+        }
+        match response {
+            Some(bytes) => R::decode(bytes.as_slice())
+                .map(Some)
+                .map_err(|e| ApiError::Internal(e.to_string())),
+            None => Ok(None),
+        }
+    }
 }
+
+/// Serialises commands that make users members against the removal of those users, so that a
+/// removed user can never stay a member of a group (the removal takes the user out of every group
+/// it is in, and a concurrent add must not slip in between): a command that adds members takes a
+/// shared lock per member, then checks that they exist; `RemoveUser` takes the user's lock
+/// exclusively, then reads the user's groups. Transaction-scoped advisory locks on a hash of
+/// (instance, user): released at commit or rollback, nothing written, no transaction id taken; a
+/// hash collision only makes two unrelated commands wait for each other. Locks are taken in key
+/// order, so two commands cannot deadlock on them.
+pub async fn lock_users(
+    conn: &mut PgConnection,
+    instance: InstanceId,
+    users: &[AggregateId],
+    exclusive: bool,
+) -> Result<(), ApiError> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<uuid::Uuid> = users.iter().map(|u| u.as_uuid()).collect();
+    let lock = if exclusive {
+        "pg_advisory_xact_lock"
+    } else {
+        "pg_advisory_xact_lock_shared"
+    };
+    sqlx::query(&format!(
+        "SELECT {lock}(k) FROM (SELECT DISTINCT hashtextextended($1::text || '/' || u::text, 0) AS k \
+           FROM unnest($2::uuid[]) AS u ORDER BY k) AS keys"
+    ))
+    .bind(instance.as_uuid())
+    .bind(&ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// How often [`Executor::run`] runs a command again after it met a younger transaction's change.
+/// Each restart gets a new transaction id above every transaction committed so far, so a restart
+/// fails again only if yet another younger transaction changes the same aggregate first.
+pub const RESTARTS: u32 = 10;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -4,7 +4,7 @@ use crate::api::Api;
 use crate::auth::{Caller, Permission};
 use crate::convert::{Parser, details, min_position, opt, timestamp};
 use crate::error::ApiError;
-use crate::exec::{Plan, Written};
+use crate::exec::{Plan, Written, lock_users};
 use crate::users::target_org;
 use cairn_domain::group::{AddGroup, GroupChange};
 use cairn_domain::{Aggregate, AggregateId, DisplayName, Group};
@@ -130,22 +130,23 @@ fn group_id(value: &str) -> Result<AggregateId, ApiError> {
 }
 
 impl Groups {
+    /// Runs a command on one group the caller may see. `members` are users the command adds: they
+    /// must exist. Both checks run inside the keyed transaction, after the key lookup, so a retry
+    /// of a call that succeeded gets its first response even when the group or a member is gone.
     async fn group_command<T: prost::Message>(
         &self,
         request: Request<T>,
         method: &'static str,
         id: AggregateId,
         expected_sequence: i64,
+        members: Vec<AggregateId>,
         decide: impl Fn(&Group) -> Result<cairn_domain::Decision, ApiError> + Send + Sync,
     ) -> Result<Response<pb::GroupResponse>, Status> {
         let caller = self.api.caller(&request).await?;
         caller.require(Permission::ManageUsers)?;
-        let org = visible_group(&self.api, &caller, id)
-            .await?
-            .org_id()
-            .unwrap_or(id);
         let api = &self.api;
         let caller_ref = &caller;
+        let (decide, members) = (&decide, &members);
         let response = api
             .exec
             .run(
@@ -154,6 +155,12 @@ impl Groups {
                 Api::idempotency_key(&request),
                 request.get_ref(),
                 |mut tx| async move {
+                    let org = visible_group(api, caller_ref, id).await?.org_id().unwrap_or(id);
+                    if !members.is_empty() {
+                        // No member may be removed between this check and the commit.
+                        lock_users(tx.conn().await?, caller_ref.instance_id, members, false).await?;
+                        check_members(api, caller_ref, members).await?;
+                    }
                     let written: Written<Group> = api
                         .exec
                         .change(
@@ -190,7 +197,6 @@ impl GroupService for Groups {
         let caller = self.api.caller(&request).await?;
         caller.require(Permission::ManageUsers)?;
         let req = request.get_ref().clone();
-        let org = target_org(&self.api, &caller, &req.org_id).await?;
         let mut p = Parser::default();
         let display_name = p.parse("display_name", DisplayName::parse(req.display_name.clone()));
         let members = parse_members(&mut p, "member_ids", &req.member_ids);
@@ -204,15 +210,9 @@ impl GroupService for Groups {
         let (Some(display_name), Some(id)) = (display_name, id) else {
             return Err(ApiError::invalid("display_name", "is required").into());
         };
-        check_members(&self.api, &caller, &members).await?;
-        let command = AddGroup {
-            org_id: org,
-            display_name,
-            external_id: opt(&req.external_id),
-            description: opt(&req.description),
-        };
         let api = &self.api;
         let caller_ref = &caller;
+        let (req_ref, members, display_name) = (&req, &members, &display_name);
         let response = api
             .exec
             .run(
@@ -221,13 +221,25 @@ impl GroupService for Groups {
                 Api::idempotency_key(&request),
                 request.get_ref(),
                 |mut tx| async move {
+                    let org = target_org(api, caller_ref, &req_ref.org_id).await?;
+                    if !members.is_empty() {
+                        // No member may be removed between this check and the commit.
+                        lock_users(tx.conn().await?, caller_ref.instance_id, members, false).await?;
+                        check_members(api, caller_ref, members).await?;
+                    }
+                    let command = AddGroup {
+                        org_id: org,
+                        display_name: display_name.clone(),
+                        external_id: opt(&req_ref.external_id),
+                        description: opt(&req_ref.description),
+                    };
                     let written: Written<Group> = api
                         .exec
                         .change_new(&mut tx, caller_ref, id, Some(0), fresh, |group: &Group| {
                             let mut decision = group.add(command.clone())?;
                             if !members.is_empty() {
                                 let after = crate::api::preview(group, &decision, &template(caller_ref, id))?;
-                                decision.merge(after.add_members(&members)?);
+                                decision.merge(after.add_members(members)?);
                             }
                             Ok(Plan::new(decision, org))
                         })
@@ -331,9 +343,14 @@ impl GroupService for Groups {
             }
         }
         p.finish()?;
-        self.group_command(request, "UpdateGroup", id, req.expected_sequence, move |g| {
-            Ok(g.change(change.clone())?)
-        })
+        self.group_command(
+            request,
+            "UpdateGroup",
+            id,
+            req.expected_sequence,
+            Vec::new(),
+            move |g| Ok(g.change(change.clone())?),
+        )
         .await
     }
 
@@ -341,8 +358,8 @@ impl GroupService for Groups {
         &self,
         request: Request<pb::MembersRequest>,
     ) -> Result<Response<pb::GroupResponse>, Status> {
-        let (id, members, expected) = self.members_request(&request).await?;
-        self.group_command(request, "AddMembers", id, expected, move |g| {
+        let (id, members, expected) = members_request(&request)?;
+        self.group_command(request, "AddMembers", id, expected, members.clone(), move |g| {
             Ok(g.add_members(&members)?)
         })
         .await
@@ -357,9 +374,14 @@ impl GroupService for Groups {
         let mut p = Parser::default();
         let members = parse_members(&mut p, "user_ids", &req.user_ids);
         p.finish()?;
-        self.group_command(request, "RemoveMembers", id, req.expected_sequence, move |g| {
-            Ok(g.remove_members(&members)?)
-        })
+        self.group_command(
+            request,
+            "RemoveMembers",
+            id,
+            req.expected_sequence,
+            Vec::new(),
+            move |g| Ok(g.remove_members(&members)?),
+        )
         .await
     }
 
@@ -367,8 +389,8 @@ impl GroupService for Groups {
         &self,
         request: Request<pb::MembersRequest>,
     ) -> Result<Response<pb::GroupResponse>, Status> {
-        let (id, members, expected) = self.members_request(&request).await?;
-        self.group_command(request, "SetMembers", id, expected, move |g| {
+        let (id, members, expected) = members_request(&request)?;
+        self.group_command(request, "SetMembers", id, expected, members.clone(), move |g| {
             Ok(g.set_members(&members)?)
         })
         .await
@@ -432,9 +454,14 @@ impl GroupService for Groups {
         let req = request.get_ref().clone();
         let id = group_id(&req.group_id)?;
         let response = self
-            .group_command(request, "RemoveGroup", id, req.expected_sequence, |g| {
-                Ok(g.remove()?)
-            })
+            .group_command(
+                request,
+                "RemoveGroup",
+                id,
+                req.expected_sequence,
+                Vec::new(),
+                |g| Ok(g.remove()?),
+            )
             .await?;
         Ok(Response::new(pb::RemoveGroupResponse {
             details: response.into_inner().details,
@@ -474,40 +501,44 @@ impl Groups {
         if req.replace_members {
             new_members.extend(set.iter().copied());
         }
-        check_members(&self.api, &caller, &new_members).await?;
         let replace = req.replace_members;
         let tpl = template(&caller, id);
-        self.group_command(request, "ModifyGroup", id, req.expected_sequence, move |group| {
-            let mut decision = group.change(change.clone())?;
-            let mut state = crate::api::preview(group, &decision, &tpl)?;
-            for step in 0..3 {
-                let next = match step {
-                    0 if replace => state.set_members(&set)?,
-                    1 if !add.is_empty() => state.add_members(&add)?,
-                    2 if !remove.is_empty() => state.remove_members(&remove)?,
-                    _ => continue,
-                };
-                state = crate::api::preview(&state, &next, &tpl)?;
-                decision.merge(next);
-            }
-            Ok(decision)
-        })
+        self.group_command(
+            request,
+            "ModifyGroup",
+            id,
+            req.expected_sequence,
+            new_members,
+            move |group| {
+                let mut decision = group.change(change.clone())?;
+                let mut state = crate::api::preview(group, &decision, &tpl)?;
+                for step in 0..3 {
+                    let next = match step {
+                        0 if replace => state.set_members(&set)?,
+                        1 if !add.is_empty() => state.add_members(&add)?,
+                        2 if !remove.is_empty() => state.remove_members(&remove)?,
+                        _ => continue,
+                    };
+                    state = crate::api::preview(&state, &next, &tpl)?;
+                    decision.merge(next);
+                }
+                Ok(decision)
+            },
+        )
         .await
     }
+}
 
-    async fn members_request(
-        &self,
-        request: &Request<pb::MembersRequest>,
-    ) -> Result<(AggregateId, Vec<AggregateId>, i64), ApiError> {
-        let caller = self.api.caller(request).await?;
-        let req = request.get_ref();
-        let id = group_id(&req.group_id)?;
-        let mut p = Parser::default();
-        let members = parse_members(&mut p, "user_ids", &req.user_ids);
-        p.finish()?;
-        check_members(&self.api, &caller, &members).await?;
-        Ok((id, members, req.expected_sequence))
-    }
+/// The group, the members and the expected version of a members request.
+fn members_request(
+    request: &Request<pb::MembersRequest>,
+) -> Result<(AggregateId, Vec<AggregateId>, i64), ApiError> {
+    let req = request.get_ref();
+    let id = group_id(&req.group_id)?;
+    let mut p = Parser::default();
+    let members = parse_members(&mut p, "user_ids", &req.user_ids);
+    p.finish()?;
+    Ok((id, members, req.expected_sequence))
 }
 
 fn template(caller: &Caller, id: AggregateId) -> cairn_domain::StoredEvent {

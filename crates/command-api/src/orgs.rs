@@ -72,6 +72,7 @@ impl Orgs {
         }
         let api = &self.api;
         let caller_ref: &Caller = &caller;
+        let decide = &decide;
         let response = api
             .exec
             .run(
@@ -128,6 +129,7 @@ impl OrgService for Orgs {
         };
         let api = &self.api;
         let caller_ref = &caller;
+        let name = &name;
         let response = api
             .exec
             .run(

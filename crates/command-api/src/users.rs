@@ -7,12 +7,12 @@ use crate::convert::{
 };
 use crate::email::{code_matches, new_code, set_email_decision};
 use crate::error::ApiError;
-use crate::exec::{Plan, Written};
+use crate::exec::{Plan, Written, lock_users};
 use cairn_domain::user::{AddHumanUser, AddMachineUser, AddPat, ProfileChange, ReplaceHumanUser};
 use cairn_domain::{
     Aggregate, AggregateId, DisplayName, EmailAddress, Group, Org, PasswordHash, PhoneNumber, User, UserName,
 };
-use cairn_eventstore::{EventStore, ExpectedSequence, Push};
+use cairn_eventstore::{ExpectedSequence, Push};
 use cairn_proto::user::v1 as pb;
 use cairn_proto::user::v1::user_service_server::UserService;
 use cairn_query::reads::{self, Page, UserFilter, UserSort};
@@ -72,6 +72,47 @@ pub async fn target_org(api: &Api, caller: &Caller, requested: &str) -> Result<A
     Ok(org)
 }
 
+/// Pushes that remove user `id` from every group it belongs to, each pinned to the group's
+/// version read here, as of everything committed so far (the groups read model is awaited up to
+/// the instance's latest committed event).
+async fn memberships_of(api: &Api, caller: &Caller, id: AggregateId) -> Result<Vec<Push>, ApiError> {
+    let head = api
+        .exec
+        .store
+        .latest_committed(caller.instance_id)
+        .await
+        .map_err(ApiError::from)?;
+    api.wait(caller, GROUP_PROJECTIONS, Some(head)).await?;
+    let groups = reads::groups_of_user(
+        &api.exec.pool,
+        cairn_query::reads::Scope {
+            instance_id: caller.instance_id.as_uuid(),
+            org_id: None,
+        },
+        id.as_uuid(),
+    )
+    .await
+    .map_err(ApiError::from)?;
+    let mut memberships = Vec::new();
+    for group in groups {
+        let group_id = AggregateId::from_uuid(group.id);
+        let state: Group = api.exec.load(caller.instance_id, group_id).await?;
+        let decision = state.remove_members(&[id]).map_err(ApiError::from)?;
+        if !decision.is_empty() {
+            memberships.push(Push::from_decision(
+                caller.instance_id,
+                Group::aggregate_type(),
+                group_id,
+                ExpectedSequence::Exact(state.sequence()),
+                decision,
+                &caller.creator(),
+                AggregateId::from_uuid(group.org_id),
+            ));
+        }
+    }
+    Ok(memberships)
+}
+
 /// Loads a user the caller may see, or NOT_FOUND.
 pub async fn visible_user(api: &Api, caller: &Caller, id: AggregateId) -> Result<User, ApiError> {
     let user: User = api.exec.load(caller.instance_id, id).await?;
@@ -124,12 +165,15 @@ impl Users {
         let caller = self.api.caller(&request).await?;
         caller.require(Permission::ManageUsers)?;
         let id = user_id(id)?;
-        let org = visible_user(&self.api, &caller, id).await?.org_id().unwrap_or(id);
         let key = Api::idempotency_key(&request);
         let api = &self.api;
+        let decide = &decide;
         let response = api
             .exec
             .run(&caller, method, key, request.get_ref(), |mut tx| async {
+                // Inside the keyed transaction: a retry of a call that succeeded gets its first
+                // response, even when the user is gone by now.
+                let org = visible_user(api, &caller, id).await?.org_id().unwrap_or(id);
                 let written: Written<User> = api
                     .exec
                     .change(
@@ -169,7 +213,6 @@ impl UserService for Users {
     ) -> Result<Response<pb::UserResponse>, Status> {
         let caller = self.api.caller(&request).await?;
         caller.require(Permission::ManageUsers)?;
-        let org = target_org(&self.api, &caller, &request.get_ref().org_id).await?;
         let req = request.get_ref().clone();
         let mut p = Parser::default();
         let user_name = p.parse("user_name", UserName::parse(req.user_name.clone()));
@@ -185,37 +228,47 @@ impl UserService for Users {
             return Err(ApiError::invalid("user_name", "is required").into());
         };
         let password_hash = hash_password("password", &req.password)?;
-        let command = AddHumanUser {
-            org_id: org,
-            user_name,
-            profile,
-            password_hash,
-            active: !req.inactive,
-        };
         let key = Api::idempotency_key(&request);
         let api = &self.api;
+        let (caller_ref, req_ref) = (&caller, &req);
+        let (user_name, profile, password_hash) = (&user_name, &profile, &password_hash);
         let response = api
             .exec
-            .run(&caller, "AddHumanUser", key, request.get_ref(), |mut tx| async {
-                let written: Written<User> = api
-                    .exec
-                    .change_new(&mut tx, &caller, id, Some(0), fresh, |user: &User| {
-                        Ok(Plan::new(user.add_human(command.clone())?, org))
-                    })
-                    .await
-                    .map_err(|e| match e {
-                        ApiError::Aborted(_) => {
-                            ApiError::AlreadyExists("a user with this id already exists".into())
-                        }
-                        other => other,
-                    })?;
-                let created = written.events.first().map(|e| e.created_at);
-                let response = pb::UserResponse {
-                    user: Some(user_to_pb(&written.state, created, created)),
-                    details: Some(details(&written.events, written.state.sequence(), Some(org))),
-                };
-                Ok((tx, response, written.position()))
-            })
+            .run(
+                &caller,
+                "AddHumanUser",
+                key,
+                request.get_ref(),
+                |mut tx| async move {
+                    let org = target_org(api, caller_ref, &req_ref.org_id).await?;
+                    let command = AddHumanUser {
+                        org_id: org,
+                        user_name: user_name.clone(),
+                        profile: profile.clone(),
+                        password_hash: password_hash.clone(),
+                        active: !req_ref.inactive,
+                    };
+                    let caller = caller_ref;
+                    let written: Written<User> = api
+                        .exec
+                        .change_new(&mut tx, caller, id, Some(0), fresh, |user: &User| {
+                            Ok(Plan::new(user.add_human(command.clone())?, org))
+                        })
+                        .await
+                        .map_err(|e| match e {
+                            ApiError::Aborted(_) => {
+                                ApiError::AlreadyExists("a user with this id already exists".into())
+                            }
+                            other => other,
+                        })?;
+                    let created = written.events.first().map(|e| e.created_at);
+                    let response = pb::UserResponse {
+                        user: Some(user_to_pb(&written.state, created, created)),
+                        details: Some(details(&written.events, written.state.sequence(), Some(org))),
+                    };
+                    Ok((tx, response, written.position()))
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -226,7 +279,6 @@ impl UserService for Users {
     ) -> Result<Response<pb::UserResponse>, Status> {
         let caller = self.api.caller(&request).await?;
         caller.require(Permission::ManageUsers)?;
-        let org = target_org(&self.api, &caller, &request.get_ref().org_id).await?;
         let req = request.get_ref().clone();
         let mut p = Parser::default();
         let user_name = p.parse("user_name", UserName::parse(req.user_name.clone()));
@@ -241,14 +293,9 @@ impl UserService for Users {
         let (Some(user_name), Some(name), Some(id)) = (user_name, name, id) else {
             return Err(ApiError::invalid("user_name", "is required").into());
         };
-        let command = AddMachineUser {
-            org_id: org,
-            user_name,
-            name,
-            description: opt(&req.description),
-        };
         let key = Api::idempotency_key(&request);
         let api = &self.api;
+        let (caller_ref, req_ref, user_name, name) = (&caller, &req, &user_name, &name);
         let response = api
             .exec
             .run(
@@ -256,10 +303,18 @@ impl UserService for Users {
                 "AddMachineUser",
                 key,
                 request.get_ref(),
-                |mut tx| async {
+                |mut tx| async move {
+                    let org = target_org(api, caller_ref, &req_ref.org_id).await?;
+                    let command = AddMachineUser {
+                        org_id: org,
+                        user_name: user_name.clone(),
+                        name: name.clone(),
+                        description: opt(&req_ref.description),
+                    };
+                    let caller = caller_ref;
                     let written: Written<User> = api
                         .exec
-                        .change_new(&mut tx, &caller, id, Some(0), fresh, |user: &User| {
+                        .change_new(&mut tx, caller, id, Some(0), fresh, |user: &User| {
                             Ok(Plan::new(user.add_machine(command.clone())?, org))
                         })
                         .await
@@ -479,16 +534,17 @@ impl UserService for Users {
             )
             .into());
         }
-        let org = visible_user(&self.api, &caller, id).await?.org_id().unwrap_or(id);
         let url_template = opt(&req.url_template);
         let key = Api::idempotency_key(&request);
         let api = &self.api;
         let caller_ref = &caller;
         let code_out = std::sync::Mutex::new(None);
         let code_slot = &code_out;
+        let (email, url_template) = (&email, &url_template);
         let mut response = api
             .exec
             .run(&caller, "SetEmail", key, request.get_ref(), |mut tx| async move {
+                let org = visible_user(api, caller_ref, id).await?.org_id().unwrap_or(id);
                 let written: Written<User> = api
                     .exec
                     .change(&mut tx, caller_ref, id, None, |user: &User| {
@@ -635,59 +691,33 @@ impl UserService for Users {
         caller.require(Permission::ManageUsers)?;
         let req = request.get_ref().clone();
         let id = user_id(&req.user_id)?;
-        let org = visible_user(&self.api, &caller, id).await?.org_id().unwrap_or(id);
-        // The groups it belongs to, as of everything committed so far.
-        let head = self
-            .api
-            .exec
-            .store
-            .head_position(Some(caller.instance_id))
-            .await
-            .map_err(ApiError::from)?;
-        self.api.wait(&caller, GROUP_PROJECTIONS, Some(head)).await?;
-        let groups = reads::groups_of_user(
-            &self.api.exec.pool,
-            cairn_query::reads::Scope {
-                instance_id: caller.instance_id.as_uuid(),
-                org_id: None,
-            },
-            id.as_uuid(),
-        )
-        .await
-        .map_err(ApiError::from)?;
-        let mut memberships = Vec::new();
-        for group in groups {
-            let group_id = AggregateId::from_uuid(group.id);
-            let state: Group = self.api.exec.load(caller.instance_id, group_id).await?;
-            let decision = state.remove_members(&[id]).map_err(ApiError::from)?;
-            if !decision.is_empty() {
-                memberships.push(Push::from_decision(
-                    caller.instance_id,
-                    Group::aggregate_type(),
-                    group_id,
-                    ExpectedSequence::Exact(state.sequence()),
-                    decision,
-                    &caller.creator(),
-                    AggregateId::from_uuid(group.org_id),
-                ));
-            }
-        }
         let key = Api::idempotency_key(&request);
         let api = &self.api;
         let caller_ref = &caller;
+        let pinned = expected(req.expected_sequence);
         let response = api
             .exec
             .run(&caller, "RemoveUser", key, request.get_ref(), |mut tx| async move {
-                // The removal and the revocation of the user's tokens commit together.
-                tx.conn().await?;
+                // Commands that add the user to a group wait for this removal (and vice versa), so
+                // the groups read below are all the groups it will be in.
+                lock_users(tx.conn().await?, caller_ref.instance_id, &[id], true).await?;
+                let org = visible_user(api, caller_ref, id).await?.org_id().unwrap_or(id);
+                let memberships = memberships_of(api, caller_ref, id).await?;
+                // The removal, the memberships and the revocation of the user's tokens commit
+                // together.
                 let written: Written<User> = api
                     .exec
-                    .change(&mut tx, caller_ref, id, expected(req.expected_sequence), |user: &User| {
+                    .change(&mut tx, caller_ref, id, pinned, |user: &User| {
                         let mut plan = Plan::new(user.remove()?, org);
                         plan.also = memberships.clone();
                         Ok(plan)
                     })
-                    .await?;
+                    .await
+                    .map_err(|e| match e {
+                        // A group changed after its membership was read: read them again.
+                        ApiError::Aborted(reason) if pinned.is_none() => ApiError::Restart(reason),
+                        other => other,
+                    })?;
                 sqlx::query("UPDATE api.tokens SET revoked_at = clock_timestamp() WHERE instance_id = $1 AND principal_id = $2 AND revoked_at IS NULL")
                     .bind(caller_ref.instance_id.as_uuid())
                     .bind(id.as_uuid())
@@ -710,8 +740,6 @@ impl UserService for Users {
         caller.require(Permission::AdministerInstance)?;
         let req = request.get_ref().clone();
         let id = user_id(&req.user_id)?;
-        let user = visible_user(&self.api, &caller, id).await?;
-        let org = user.org_id().unwrap_or(id);
         let roles = req
             .roles
             .iter()
@@ -725,6 +753,7 @@ impl UserService for Users {
         let caller_ref = &caller;
         let secret = std::sync::Mutex::new(None);
         let secret_slot = &secret;
+        let roles = &roles;
         let mut response = api
             .exec
             .run(
@@ -733,6 +762,7 @@ impl UserService for Users {
                 Api::idempotency_key(&request),
                 request.get_ref(),
                 |mut tx| async move {
+                    let org = visible_user(api, caller_ref, id).await?.org_id().unwrap_or(id);
                     let (token_id, plaintext) = store_token(
                         tx.conn().await?,
                         &NewToken {
@@ -788,27 +818,46 @@ impl UserService for Users {
         caller.require(Permission::AdministerInstance)?;
         let req = request.get_ref().clone();
         let pat = pat_uuid(&req.token_id);
-        let mut conn = self.api.exec.pool.begin().await.map_err(ApiError::from)?;
-        let revoked = sqlx::query(
-            "UPDATE api.tokens SET revoked_at = clock_timestamp() WHERE id = $1 AND instance_id = $2 AND principal_id = $3 AND revoked_at IS NULL",
-        )
-        .bind(&req.token_id)
-        .bind(caller.instance_id.as_uuid())
-        .bind(user_id(&req.user_id)?.as_uuid())
-        .execute(&mut *conn)
-        .await
-        .map_err(ApiError::from)?
-        .rows_affected();
-        crate::auth::announce_revocation(&mut conn, &req.token_id).await?;
-        conn.commit().await.map_err(ApiError::from)?;
+        let id = user_id(&req.user_id)?;
+        let key = Api::idempotency_key(&request);
+        let api = &self.api;
+        let (caller_ref, token_id) = (&caller, &req.token_id);
+        let response = api
+            .exec
+            .run(
+                &caller,
+                "RemovePersonalAccessToken",
+                key,
+                request.get_ref(),
+                |mut tx| async move {
+                    let org = visible_user(api, caller_ref, id).await?.org_id().unwrap_or(id);
+                    // The revocation and the event commit together.
+                    let revoked = sqlx::query(
+                        "UPDATE api.tokens SET revoked_at = clock_timestamp() \
+                         WHERE id = $1 AND instance_id = $2 AND principal_id = $3 AND revoked_at IS NULL",
+                    )
+                    .bind(token_id)
+                    .bind(caller_ref.instance_id.as_uuid())
+                    .bind(id.as_uuid())
+                    .execute(tx.conn().await?)
+                    .await?
+                    .rows_affected();
+                    if revoked == 0 {
+                        return Err(ApiError::NotFound("token"));
+                    }
+                    crate::auth::announce_revocation(tx.conn().await?, token_id).await?;
+                    let written: Written<User> = api
+                        .exec
+                        .change(&mut tx, caller_ref, id, None, |user: &User| {
+                            Ok(Plan::new(user.remove_pat(pat)?, org))
+                        })
+                        .await?;
+                    Ok((tx, user_response(&written, org), written.position()))
+                },
+            )
+            .await?;
         self.api.auth.forget(&req.token_id);
-        if revoked == 0 {
-            return Err(ApiError::NotFound("token").into());
-        }
-        self.user_command(request, "RemovePersonalAccessToken", &req.user_id, 0, move |u| {
-            Ok(u.remove_pat(pat)?)
-        })
-        .await
+        Ok(Response::new(response))
     }
 }
 

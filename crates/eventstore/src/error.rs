@@ -32,6 +32,27 @@ pub enum StoreError {
         /// The sequence found, when known.
         actual: Option<i64>,
     },
+    /// The push ran in a transaction that took its position before another transaction appended
+    /// to the aggregate and committed: the aggregate's next event would stand below its previous
+    /// one in position order (DESIGN.md guarantee 11). Nothing was written. Only a push inside a
+    /// caller's transaction ([`crate::PgEventStore::push_in`]) returns it: roll that transaction
+    /// back and run it again from the start (a new transaction gets a new, higher position). A
+    /// retry inside the same transaction, even after a savepoint, fails the same way.
+    #[error(
+        "aggregate {aggregate_type} {aggregate_id} has an event at position {latest}, above this transaction's {own}; run the transaction again"
+    )]
+    TransactionTooOld {
+        /// The tenant.
+        instance_id: InstanceId,
+        /// The aggregate's type.
+        aggregate_type: AggregateType,
+        /// The aggregate's id.
+        aggregate_id: AggregateId,
+        /// The position of the aggregate's last event.
+        latest: i64,
+        /// The pushing transaction's position.
+        own: i64,
+    },
     /// A unique value (a userName, a group name, ...) is already claimed; nothing was written.
     #[error("unique constraint {unique_type} is violated")]
     UniqueViolation {

@@ -79,9 +79,14 @@ impl PgEventStore {
     /// Pushes within the caller's transaction, for writers that must commit other rows atomically
     /// with their events. The events become visible when the caller commits; the caller then calls
     /// [`PgEventStore::announce`] with the returned position to wake listeners promptly.
+    ///
+    /// [`StoreError::TransactionTooOld`] means the caller's transaction must be rolled back and run
+    /// again from its start: it took its position before another transaction appended to one of
+    /// the pushed aggregates and committed.
     pub async fn push_in(&self, conn: &mut PgConnection, push: Push) -> Result<Vec<StoredEvent>, StoreError> {
         push.validate()?;
-        call_push(conn, push, true).await
+        let pushed = call_push(conn, &push, true).await?;
+        Ok(stored_events(push, pushed))
     }
 
     /// Wakes listeners of [`NOTIFY_CHANNEL`] after a commit (coalesced with other commits).
@@ -96,6 +101,10 @@ impl PgEventStore {
         });
     }
 }
+
+/// How often an autocommit push is sent again after it met a newer transaction's event on one of
+/// its aggregates (`StoreError::TransactionTooOld`).
+const AUTOCOMMIT_ORDER_RETRIES: u32 = 8;
 
 /// At most one announcement per this interval: under load one `NOTIFY` covers many commits, and a
 /// listener is woken at most this much later than the commit.
@@ -210,12 +219,20 @@ impl PushArrays {
     }
 }
 
+/// What the push function returned.
+struct Pushed {
+    position: i64,
+    first_offset: i32,
+    created_at: DateTime<Utc>,
+    before: Vec<i64>,
+}
+
 async fn call_push<'e, E: PgExecutor<'e>>(
     executor: E,
-    push: Push,
+    push: &Push,
     in_transaction: bool,
-) -> Result<Vec<StoredEvent>, StoreError> {
-    let arrays = PushArrays::from_push(&push);
+) -> Result<Pushed, StoreError> {
+    let arrays = PushArrays::from_push(push);
     let row = sqlx::query(
         "SELECT out_position, out_first_offset, out_created_at, out_sequences, out_inserted \
          FROM eventstore.push($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
@@ -240,23 +257,29 @@ async fn call_push<'e, E: PgExecutor<'e>>(
     .bind(in_transaction)
     .fetch_one(executor)
     .await
-    .map_err(|error| push_error(error, &push))?;
+    .map_err(|error| push_error(error, push))?;
     drop(arrays);
 
-    let position: i64 = row.try_get(0).map_err(unavailable)?;
-    let first_offset: i32 = row.try_get(1).map_err(unavailable)?;
-    let created_at: DateTime<Utc> = row.try_get(2).map_err(unavailable)?;
-    let before: Vec<i64> = row.try_get(3).map_err(unavailable)?;
+    let pushed = Pushed {
+        position: row.try_get(0).map_err(unavailable)?,
+        first_offset: row.try_get(1).map_err(unavailable)?,
+        created_at: row.try_get(2).map_err(unavailable)?,
+        before: row.try_get(3).map_err(unavailable)?,
+    };
     let inserted: i64 = row.try_get(4).map_err(unavailable)?;
-    if before.len() != push.aggregates.len() || inserted != push.event_count() as i64 {
+    if pushed.before.len() != push.aggregates.len() || inserted != push.event_count() as i64 {
         return Err(corrupt(
             "push stored a different number of events than it was given",
         ));
     }
+    Ok(pushed)
+}
 
+/// The stored events of a push that the push function committed as `pushed`.
+fn stored_events(push: Push, pushed: Pushed) -> Vec<StoredEvent> {
     let mut stored = Vec::with_capacity(push.event_count());
-    let mut offset = first_offset;
-    for (aggregate, before) in push.aggregates.into_iter().zip(before) {
+    let mut offset = pushed.first_offset;
+    for (aggregate, before) in push.aggregates.into_iter().zip(pushed.before) {
         for (nth, draft) in aggregate.events.into_iter().enumerate() {
             stored.push(StoredEvent {
                 id: draft.id,
@@ -269,14 +292,14 @@ async fn call_push<'e, E: PgExecutor<'e>>(
                 payload: draft.payload,
                 creator: draft.creator,
                 resource_owner: draft.resource_owner,
-                created_at,
-                position: Position::new(position, offset),
+                created_at: pushed.created_at,
+                position: Position::new(pushed.position, offset),
                 trace_context: draft.trace_context,
             });
             offset += 1;
         }
     }
-    Ok(stored)
+    stored
 }
 
 /// Maps the push function's errors to typed store errors.
@@ -295,6 +318,27 @@ fn push_error(error: sqlx::Error, push: &Push) -> StoreError {
             let expected = parts.next().and_then(|s| s.parse().ok());
             let actual = parts.next().and_then(|s| s.parse().ok());
             conflict(push, index.saturating_sub(1), expected, actual)
+        }
+        "CA40R" => {
+            // DETAIL: <1-based aggregate index>/<last position>/<own position>
+            let mut parts = db.detail().unwrap_or_default().split('/');
+            let index: usize = parts.next().and_then(|s| s.parse().ok()).unwrap_or(1);
+            let latest = parts.next().and_then(|s| s.parse().ok()).unwrap_or_default();
+            let own = parts.next().and_then(|s| s.parse().ok()).unwrap_or_default();
+            match push
+                .aggregates
+                .get(index.saturating_sub(1))
+                .or(push.aggregates.first())
+            {
+                Some(a) => StoreError::TransactionTooOld {
+                    instance_id: a.instance_id,
+                    aggregate_type: a.aggregate_type.clone(),
+                    aggregate_id: a.aggregate_id,
+                    latest,
+                    own,
+                },
+                None => unavailable(error),
+            }
         }
         "CA423" => StoreError::UniqueViolation {
             unique_type: db.detail().unwrap_or_default().to_owned(),
@@ -401,7 +445,19 @@ fn filter_query(filter: &EventFilter) -> QueryBuilder<'_, Postgres> {
 impl EventStore for PgEventStore {
     async fn push(&self, push: Push) -> Result<Vec<StoredEvent>, StoreError> {
         push.validate()?;
-        let stored = call_push(&self.pool, push, false).await?;
+        // An autocommit push is its own transaction: when a transaction that started after it
+        // appended to one of its aggregates first (between this push taking its id and reading the
+        // aggregate), the same push as a new statement gets a new, higher id. Bounded: each round
+        // needs yet another newer writer of the same aggregate to commit inside a few microseconds.
+        let mut attempt = 0;
+        let stored = loop {
+            match call_push(&self.pool, &push, false).await {
+                Err(StoreError::TransactionTooOld { .. }) if attempt < AUTOCOMMIT_ORDER_RETRIES => {
+                    attempt += 1;
+                }
+                other => break stored_events(push, other?),
+            }
+        };
         if let Some(last) = stored.last() {
             self.announce(last.position);
         }
