@@ -533,3 +533,196 @@ async fn scim2_tester_conformance() {
     );
     stack.stop().await.unwrap();
 }
+
+// ----- guarantee 2 over SCIM: concurrent writes ----------------------------------------------
+
+const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+fn patch_body(operations: Value) -> Value {
+    json!({"schemas": [PATCH_OP], "Operations": operations})
+}
+
+/// Creates `count` users named `{prefix}{i}` and returns their ids.
+async fn create_users(stack: &Stack, prefix: &str, count: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(count);
+    for i in 0..count {
+        let created = stack
+            .scim("POST", "/Users", Some(&user(&format!("{prefix}{i}"))))
+            .await
+            .unwrap();
+        assert_eq!(created.status, 201, "{}", created.body);
+        ids.push(created.json()["id"].as_str().unwrap().to_owned());
+    }
+    ids
+}
+
+/// The member ids of a group: in the read model (a SCIM GET, which waits for the tenant's latest
+/// write) and in the write model (the group aggregate folded from its events), with each one's
+/// version.
+async fn group_members_both_ways(
+    stack: &Stack,
+    group: &str,
+) -> (
+    (std::collections::BTreeSet<String>, String),
+    (std::collections::BTreeSet<String>, i64),
+) {
+    use cairn_domain::Aggregate;
+    let read = stack
+        .scim("GET", &format!("/Groups/{group}"), None)
+        .await
+        .unwrap();
+    assert_eq!(read.status, 200, "{}", read.body);
+    let read = read.json();
+    let read_members = read["members"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|m| m["value"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let written: cairn_domain::Group = stack
+        .api()
+        .exec
+        .load(
+            stack.admin.instance_id,
+            cairn_domain::AggregateId::from_uuid(group.parse().unwrap()),
+        )
+        .await
+        .unwrap();
+    let written_members = written.members().iter().map(|m| m.to_string()).collect();
+    (
+        (read_members, read["meta"]["version"].as_str().unwrap().to_owned()),
+        (written_members, written.sequence()),
+    )
+}
+
+/// Guarantee 2 for group PATCH. Clients add members with the fast path (`add` of `members`, a
+/// delta) while others remove members with a value-filter path the gateway can only apply to the
+/// whole group (`members[value eq ".." and type eq "User"]`: read, apply, write back). Whatever the
+/// interleaving, every add answered 200 is in the group at the end, every remove answered 200 is
+/// not, and a write answered 409 changed nothing; the read model and the events agree. Before the
+/// fix the slow path wrote back the member set it had read without pinning its version, so a
+/// member added in between was silently dropped (and a concurrently removed one brought back),
+/// with 200 for everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn concurrent_group_patches_never_lose_an_acknowledged_member_change() {
+    const ROUNDS: usize = 3;
+    const ADDERS: usize = 4;
+    const REMOVERS: usize = 4;
+    const PER_CLIENT: usize = 8;
+    const BYSTANDERS: usize = 3;
+    let stack = std::sync::Arc::new(Stack::start().await.unwrap());
+    let mut failures = Vec::new();
+    let mut statuses: HashMap<(&str, u16), usize> = HashMap::new();
+    for round in 0..ROUNDS {
+        let keepers = create_users(&stack, &format!("keep{round}-"), ADDERS * PER_CLIENT).await;
+        let removables = create_users(&stack, &format!("drop{round}-"), REMOVERS * PER_CLIENT).await;
+        let bystanders = create_users(&stack, &format!("stay{round}-"), BYSTANDERS).await;
+        let initial: Vec<Value> = removables
+            .iter()
+            .chain(&bystanders)
+            .map(|id| json!({"value": id}))
+            .collect();
+        let created = stack
+            .scim(
+                "POST",
+                "/Groups",
+                Some(&json!({
+                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                    "displayName": format!("contended {round}"),
+                    "members": initial,
+                })),
+            )
+            .await
+            .unwrap();
+        assert_eq!(created.status, 201, "{}", created.body);
+        let group = created.json()["id"].as_str().unwrap().to_owned();
+
+        // Each client writes its own members one PATCH at a time; all clients run at once.
+        let mut clients = tokio::task::JoinSet::new();
+        for (kind, ids) in [("add", &keepers), ("remove", &removables)] {
+            for chunk in ids.chunks(PER_CLIENT) {
+                let (stack, group, chunk) = (stack.clone(), group.clone(), chunk.to_vec());
+                clients.spawn(async move {
+                    let mut outcomes = Vec::new();
+                    for id in chunk {
+                        let operation = if kind == "add" {
+                            json!({"op": "add", "path": "members", "value": [{"value": id}]})
+                        } else {
+                            json!({"op": "remove", "path": format!("members[value eq \"{id}\" and type eq \"User\"]")})
+                        };
+                        let response = stack
+                            .scim(
+                                "PATCH",
+                                &format!("/Groups/{group}?excludedAttributes=members"),
+                                Some(&patch_body(json!([operation]))),
+                            )
+                            .await
+                            .unwrap();
+                        assert!(
+                            response.status == 200 || response.status == 409,
+                            "{kind} {id}: {} {}",
+                            response.status,
+                            response.body
+                        );
+                        outcomes.push((kind, id, response.status));
+                    }
+                    outcomes
+                });
+            }
+        }
+        let mut expected: std::collections::BTreeSet<String> = bystanders.iter().cloned().collect();
+        while let Some(outcomes) = clients.join_next().await {
+            for (kind, id, status) in outcomes.unwrap() {
+                *statuses.entry((kind, status)).or_default() += 1;
+                // 200: the change is in; 409: nothing changed.
+                match (kind, status) {
+                    ("add", 200) | ("remove", 409) => {
+                        expected.insert(id);
+                    }
+                    _ => {}
+                }
+            }
+        }
+
+        let ((read, read_version), (written, written_sequence)) =
+            group_members_both_ways(&stack, &group).await;
+        assert_eq!(
+            read_version,
+            format!("W/\"{written_sequence}\""),
+            "round {round}: the read model's version is the aggregate's sequence"
+        );
+        let lost_adds: Vec<&String> = keepers
+            .iter()
+            .filter(|k| expected.contains(*k) && !written.contains(*k))
+            .collect();
+        let resurrected: Vec<&String> = removables
+            .iter()
+            .filter(|r| !expected.contains(*r) && written.contains(*r))
+            .collect();
+        if written != expected || read != written {
+            failures.push(format!(
+                "round {round}: {} acknowledged adds lost, {} acknowledged removes undone, \
+                 {} members expected, {} in the events, {} in the read model",
+                lost_adds.len(),
+                resurrected.len(),
+                expected.len(),
+                written.len(),
+                read.len()
+            ));
+        }
+    }
+    eprintln!("statuses (kind, status) -> count: {statuses:?}");
+    assert!(
+        failures.is_empty(),
+        "acknowledged member changes were lost:\n{}",
+        failures.join("\n")
+    );
+    std::sync::Arc::try_unwrap(stack)
+        .ok()
+        .unwrap()
+        .stop()
+        .await
+        .unwrap();
+}
