@@ -726,3 +726,178 @@ async fn concurrent_group_patches_never_lose_an_acknowledged_member_change() {
         .await
         .unwrap();
 }
+
+/// Guarantee 2's status codes: a write that meets a concurrent change answers `409` (or succeeds)
+/// when the client sent no `If-Match`, and `412` only when it sent a version that is stale.
+/// Several clients PUT and PATCH one user and one group at once without `If-Match`; then a PUT and
+/// a PATCH with a stale `If-Match` must be 412 and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn a_write_racing_another_change_is_never_412_without_if_match_and_412_with_a_stale_one() {
+    const PUTTERS: usize = 6;
+    const PATCHERS: usize = 2;
+    const PER_CLIENT: usize = 25;
+    let stack = std::sync::Arc::new(Stack::start().await.unwrap());
+    let created = stack.scim("POST", "/Users", Some(&user("racer"))).await.unwrap();
+    assert_eq!(created.status, 201, "{}", created.body);
+    let racer = created.json()["id"].as_str().unwrap().to_owned();
+    let members = create_users(&stack, "member", PUTTERS + PATCHERS).await;
+    let created = stack
+        .scim(
+            "POST",
+            "/Groups",
+            Some(
+                &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "raced"}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.status, 201, "{}", created.body);
+    let group = created.json()["id"].as_str().unwrap().to_owned();
+
+    let mut clients = tokio::task::JoinSet::new();
+    for client in 0..PUTTERS + PATCHERS {
+        let (stack, racer, group, member) = (
+            stack.clone(),
+            racer.clone(),
+            group.clone(),
+            members[client].clone(),
+        );
+        clients.spawn(async move {
+            let mut outcomes = Vec::new();
+            for n in 0..PER_CLIENT {
+                let title = format!("c{client}-{n}");
+                let (method, path, body) = if client < PUTTERS {
+                    let mut body = user("racer");
+                    body["title"] = json!(title);
+                    ("PUT", format!("/Users/{racer}"), body)
+                } else {
+                    let op = json!({"op": "replace", "path": "title", "value": title});
+                    ("PATCH", format!("/Users/{racer}"), patch_body(json!([op])))
+                };
+                let response = stack.scim(method, &path, Some(&body)).await.unwrap();
+                outcomes.push((
+                    format!("{method} User"),
+                    Some(title),
+                    response.status,
+                    response.body,
+                ));
+                // The group: PUT with a member list, or a PATCH adding a member.
+                let (method, body) = if client < PUTTERS {
+                    let body = json!({
+                        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                        "displayName": "raced",
+                        "members": [{"value": member}],
+                    });
+                    ("PUT", body)
+                } else {
+                    let op = json!({"op": "add", "path": "members", "value": [{"value": member}]});
+                    ("PATCH", patch_body(json!([op])))
+                };
+                let response = stack
+                    .scim(method, &format!("/Groups/{group}"), Some(&body))
+                    .await
+                    .unwrap();
+                outcomes.push((format!("{method} Group"), None, response.status, response.body));
+            }
+            outcomes
+        });
+    }
+    let mut statuses: HashMap<(String, u16), usize> = HashMap::new();
+    let mut wrong = Vec::new();
+    let mut acknowledged_titles = std::collections::HashSet::new();
+    while let Some(outcomes) = clients.join_next().await {
+        for (what, title, status, body) in outcomes.unwrap() {
+            *statuses.entry((what.clone(), status)).or_default() += 1;
+            match status {
+                200 => acknowledged_titles.extend(title),
+                409 => {}
+                _ => wrong.push(format!("{what} without If-Match: {status} {body}")),
+            }
+        }
+    }
+    eprintln!("statuses (request, status) -> count: {statuses:?}");
+    wrong.truncate(10);
+    assert!(
+        wrong.is_empty(),
+        "a conflict without If-Match must be 409:\n{}",
+        wrong.join("\n")
+    );
+    let current = stack.scim("GET", &format!("/Users/{racer}"), None).await.unwrap();
+    let title = current.json()["title"].as_str().unwrap().to_owned();
+    assert!(
+        acknowledged_titles.contains(&title),
+        "the final title {title:?} is one a client was told was written"
+    );
+
+    // With a stale If-Match: 412, and nothing changes.
+    let token = format!("Bearer {}", stack.scim_token);
+    let headers = [
+        ("authorization", token.as_str()),
+        ("content-type", "application/scim+json"),
+        ("if-match", "W/\"1\""),
+    ];
+    let mut stale_user = user("racer");
+    stale_user["title"] = json!("stale");
+    let stale_group_patch = patch_body(json!([
+        {"op": "remove", "path": format!("members[value eq \"{}\" and type eq \"User\"]", members[0])}
+    ]));
+    for (method, path, body) in [
+        ("PUT", format!("/Users/{racer}"), stale_user.clone()),
+        (
+            "PATCH",
+            format!("/Users/{racer}"),
+            patch_body(json!([{"op": "replace", "path": "title", "value": "stale"}])),
+        ),
+        (
+            "PUT",
+            format!("/Groups/{group}"),
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "stale"}),
+        ),
+        ("PATCH", format!("/Groups/{group}"), stale_group_patch),
+        (
+            "PATCH",
+            format!("/Groups/{group}"),
+            patch_body(json!([{"op": "replace", "path": "displayName", "value": "stale"}])),
+        ),
+    ] {
+        let before = stack.scim("GET", &path, None).await.unwrap();
+        let response = request(
+            stack.scim,
+            method,
+            &format!("/scim/v2{path}"),
+            &headers,
+            Some(&body.to_string()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            response.status, 412,
+            "{method} {path} with a stale If-Match: {}",
+            response.body
+        );
+        let after = stack.scim("GET", &path, None).await.unwrap();
+        assert_eq!(before.json(), after.json(), "{method} {path} changed nothing");
+    }
+    // With the current version: written.
+    let etag = current.header("etag").unwrap().to_owned();
+    let response = request(
+        stack.scim,
+        "PUT",
+        &format!("/scim/v2/Users/{racer}"),
+        &[
+            ("authorization", token.as_str()),
+            ("content-type", "application/scim+json"),
+            ("if-match", etag.as_str()),
+        ],
+        Some(&stale_user.to_string()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+    std::sync::Arc::try_unwrap(stack)
+        .ok()
+        .unwrap()
+        .stop()
+        .await
+        .unwrap();
+}
