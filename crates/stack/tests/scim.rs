@@ -901,3 +901,63 @@ async fn a_write_racing_another_change_is_never_412_without_if_match_and_412_wit
         .await
         .unwrap();
 }
+
+/// A group PATCH whose path filters members on `display` (the member's displayName, which
+/// responses leave out) finds them: it is applied to the group as read with each member's
+/// display, and only what it changed is written. A filter that matches nobody writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_patch_can_filter_members_on_their_display_name() {
+    let stack = Stack::start().await.unwrap();
+    let mut ids = Vec::new();
+    for (name, display) in [("alice", "Alice Liddell"), ("bob", "Bob Cratchit")] {
+        let mut body = user(name);
+        body["displayName"] = json!(display);
+        let created = stack.scim("POST", "/Users", Some(&body)).await.unwrap();
+        assert_eq!(created.status, 201, "{}", created.body);
+        ids.push(created.json()["id"].as_str().unwrap().to_owned());
+    }
+    let created = stack
+        .scim(
+            "POST",
+            "/Groups",
+            Some(&json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                "displayName": "Readers",
+                "members": [{"value": ids[0]}, {"value": ids[1]}],
+            })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.status, 201, "{}", created.body);
+    let group = created.json()["id"].as_str().unwrap().to_owned();
+    let version = created.header("etag").unwrap().to_owned();
+
+    let nobody = patch_body(json!([{"op": "remove", "path": "members[display eq \"Nobody\"]"}]));
+    let unchanged = stack
+        .scim("PATCH", &format!("/Groups/{group}"), Some(&nobody))
+        .await
+        .unwrap();
+    assert_eq!(unchanged.status, 200, "{}", unchanged.body);
+    assert_eq!(
+        unchanged.header("etag"),
+        Some(version.as_str()),
+        "nothing was written"
+    );
+    assert_eq!(unchanged.json()["members"].as_array().unwrap().len(), 2);
+
+    let alice = patch_body(json!([{"op": "remove", "path": "members[display eq \"alice liddell\"]"}]));
+    let patched = stack
+        .scim("PATCH", &format!("/Groups/{group}"), Some(&alice))
+        .await
+        .unwrap();
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    assert_eq!(
+        patched.json()["members"],
+        json!([{"value": ids[1], "$ref": format!("{}/Users/{}", stack.scim_url(), ids[1]), "type": "User"}]),
+        "alice is gone, bob stays, and display is not returned"
+    );
+    let ((read, _), (written, _)) = group_members_both_ways(&stack, &group).await;
+    assert_eq!(read, written);
+    assert_eq!(read.into_iter().collect::<Vec<_>>(), vec![ids[1].clone()]);
+    stack.stop().await.unwrap();
+}
