@@ -755,13 +755,8 @@ async fn a_write_racing_another_change_is_never_412_without_if_match_and_412_wit
     let group = created.json()["id"].as_str().unwrap().to_owned();
 
     let mut clients = tokio::task::JoinSet::new();
-    for client in 0..PUTTERS + PATCHERS {
-        let (stack, racer, group, member) = (
-            stack.clone(),
-            racer.clone(),
-            group.clone(),
-            members[client].clone(),
-        );
+    for (client, member) in members.iter().enumerate() {
+        let (stack, racer, group, member) = (stack.clone(), racer.clone(), group.clone(), member.clone());
         clients.spawn(async move {
             let mut outcomes = Vec::new();
             for n in 0..PER_CLIENT {
