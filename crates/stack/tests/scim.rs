@@ -956,3 +956,88 @@ async fn a_group_patch_can_filter_members_on_their_display_name() {
     assert_eq!(read.into_iter().collect::<Vec<_>>(), vec![ids[1].clone()]);
     stack.stop().await.unwrap();
 }
+
+/// RFC 7644 §3.5.2: the operations of a PATCH are applied in order. A group PATCH read as one
+/// member delta must not reorder them (command-api applies a delta as: replace the list, then add,
+/// then remove).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_patch_applies_its_operations_in_order() {
+    let stack = Stack::start().await.unwrap();
+    let ids = create_users(&stack, "order", 2).await;
+    let (a, b) = (ids[0].clone(), ids[1].clone());
+    let created = stack
+        .scim(
+            "POST",
+            "/Groups",
+            Some(&json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                "displayName": "Ordered",
+                "members": [{"value": a}],
+            })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.status, 201, "{}", created.body);
+    let group = created.json()["id"].as_str().unwrap().to_owned();
+    let cases = [
+        (
+            "remove a, then add a back",
+            json!([
+                {"op": "remove", "path": format!("members[value eq \"{a}\"]")},
+                {"op": "add", "path": "members", "value": [{"value": a}]},
+            ]),
+            vec![a.clone()],
+        ),
+        (
+            "add b, then replace the list with a",
+            json!([
+                {"op": "add", "path": "members", "value": [{"value": b}]},
+                {"op": "replace", "path": "members", "value": [{"value": a}]},
+            ]),
+            vec![a.clone()],
+        ),
+        (
+            "add b, then remove every member",
+            json!([
+                {"op": "add", "path": "members", "value": [{"value": b}]},
+                {"op": "remove", "path": "members"},
+            ]),
+            vec![],
+        ),
+        (
+            "replace the list with b, then add a, then remove b",
+            json!([
+                {"op": "replace", "path": "members", "value": [{"value": b}]},
+                {"op": "add", "path": "members", "value": [{"value": a}]},
+                {"op": "remove", "path": "members", "value": [{"value": b}]},
+            ]),
+            vec![a.clone()],
+        ),
+    ];
+    for (what, operations, expected) in cases {
+        let response = stack
+            .scim(
+                "PATCH",
+                &format!("/Groups/{group}"),
+                Some(&patch_body(operations)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status, 200, "{what}: {}", response.body);
+        let ((read, _), (written, _)) = group_members_both_ways(&stack, &group).await;
+        let expected: std::collections::BTreeSet<String> = expected.into_iter().collect();
+        assert_eq!(written, expected, "{what}: the events");
+        assert_eq!(read, expected, "{what}: the read model");
+        // Back to [a] for the next case.
+        let reset = stack
+            .scim(
+                "PUT",
+                &format!("/Groups/{group}"),
+                Some(&json!({"displayName": "Ordered", "members": [{"value": a}]})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(reset.status, 200, "{}", reset.body);
+    }
+    stack.stop().await.unwrap();
+}
