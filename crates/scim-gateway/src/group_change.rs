@@ -32,7 +32,7 @@ pub struct GroupChange {
 
 impl GroupChange {
     /// The PATCH `operations` as a delta that needs no read, or `None` when one of them needs the
-    /// whole group.
+    /// whole group or the delta would not apply them in their order (RFC 7644 §3.5.2).
     pub fn fast(operations: &[PatchOperation]) -> Result<Option<Self>, ScimError> {
         let mut change = Self::default();
         for op in operations {
@@ -69,6 +69,26 @@ impl GroupChange {
             remove: old.iter().filter(|m| !is.contains(m)).cloned().collect(),
             set: None,
         })
+    }
+
+    /// Adds `ids` to the members to add; `false` when one of them is removed by an earlier
+    /// operation (command-api removes after adding, so the delta would reverse the two).
+    fn add_members(&mut self, ids: Vec<String>) -> bool {
+        if ids.iter().any(|id| self.remove.contains(id)) {
+            return false;
+        }
+        self.add.extend(ids);
+        true
+    }
+
+    /// Replaces the member list; `false` after an earlier addition or removal (command-api
+    /// replaces the list first, so the delta would apply them to the new list).
+    fn set_members(&mut self, ids: Vec<String>) -> bool {
+        if !self.add.is_empty() || !self.remove.is_empty() {
+            return false;
+        }
+        self.set = Some(ids);
+        true
     }
 
     /// Whether it changes nothing.
@@ -134,8 +154,16 @@ fn fast_op(op: &PatchOperation, change: &mut GroupChange) -> Result<bool, ScimEr
                 match key.to_ascii_lowercase().as_str() {
                     "displayname" => change.display_name = value.as_str().map(str::to_owned),
                     "externalid" => change.external_id = Some(value.as_str().unwrap_or_default().to_owned()),
-                    "members" if op.op == PatchOp::Add => change.add.extend(values(&Some(value.clone()))?),
-                    "members" => change.set = Some(values(&Some(value.clone()))?),
+                    "members" if op.op == PatchOp::Add => {
+                        if !change.add_members(values(&Some(value.clone()))?) {
+                            return Ok(false);
+                        }
+                    }
+                    "members" => {
+                        if !change.set_members(values(&Some(value.clone()))?) {
+                            return Ok(false);
+                        }
+                    }
                     "id" | "schemas" | "meta" => {}
                     _ => return Ok(false),
                 }
@@ -170,22 +198,13 @@ fn fast_op(op: &PatchOperation, change: &mut GroupChange) -> Result<bool, ScimEr
                     change.external_id = Some(String::new());
                     Ok(true)
                 }
-                ("members", PatchOp::Add, None, None) => {
-                    change.add.extend(values(&op.value)?);
-                    Ok(true)
-                }
-                ("members", PatchOp::Replace, None, None) => {
-                    change.set = Some(values(&op.value)?);
-                    Ok(true)
-                }
+                ("members", PatchOp::Add, None, None) => Ok(change.add_members(values(&op.value)?)),
+                ("members", PatchOp::Replace, None, None) => Ok(change.set_members(values(&op.value)?)),
                 ("members", PatchOp::Remove, None, None) if op.value.is_some() => {
                     change.remove.extend(values(&op.value)?);
                     Ok(true)
                 }
-                ("members", PatchOp::Remove, None, None) => {
-                    change.set = Some(Vec::new());
-                    Ok(true)
-                }
+                ("members", PatchOp::Remove, None, None) => Ok(change.set_members(Vec::new())),
                 ("members", PatchOp::Remove, Some(filter), None) => match member_filter_value(filter) {
                     Some(id) => {
                         change.remove.push(id);
@@ -263,6 +282,47 @@ mod tests {
                 "{path}"
             );
         }
+    }
+
+    #[test]
+    fn operations_a_delta_would_reorder_need_the_whole_group() {
+        for operations in [
+            json!([
+                {"op": "remove", "path": "members[value eq \"a\"]"},
+                {"op": "add", "path": "members", "value": [{"value": "a"}]},
+            ]),
+            json!([
+                {"op": "add", "path": "members", "value": [{"value": "b"}]},
+                {"op": "replace", "path": "members", "value": [{"value": "a"}]},
+            ]),
+            json!([
+                {"op": "remove", "path": "members", "value": [{"value": "b"}]},
+                {"op": "remove", "path": "members"},
+            ]),
+            json!([
+                {"op": "add", "path": "members", "value": [{"value": "b"}]},
+                {"op": "replace", "value": {"members": [{"value": "a"}]}},
+            ]),
+        ] {
+            assert_eq!(
+                GroupChange::fast(&ops(operations.clone())).unwrap(),
+                None,
+                "{operations}"
+            );
+        }
+        // In the delta's own order (replace, add, remove) they stay one delta.
+        let change = GroupChange::fast(&ops(json!([
+            {"op": "replace", "path": "members", "value": [{"value": "a"}]},
+            {"op": "add", "path": "members", "value": [{"value": "b"}]},
+            {"op": "remove", "path": "members[value eq \"b\"]"},
+        ])))
+        .unwrap()
+        .unwrap();
+        assert_eq!(change.set, Some(vec!["a".to_owned()]));
+        assert_eq!(
+            (change.add, change.remove),
+            (vec!["b".to_owned()], vec!["b".to_owned()])
+        );
     }
 
     #[test]
