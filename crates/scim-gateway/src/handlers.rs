@@ -1,7 +1,9 @@
 //! The SCIM endpoints for Users and Groups (RFC 7644 §3): create, read, list, search, replace,
 //! patch, delete, with ETags, and the discovery endpoints.
 
+use crate::conflict::{self, Sent};
 use crate::gateway::{Gateway, error_response, etag, from_status, header_version, scim_response};
+use crate::group_change::GroupChange;
 use crate::query::{self, ListParams};
 use crate::resources::{get, member_ids, text_of, user_input};
 use axum::body::{Body, Bytes};
@@ -12,7 +14,7 @@ use cairn_command_api::auth::{Caller, Permission};
 use cairn_domain::Position;
 use cairn_proto::group::v1 as gpb;
 use cairn_proto::user::v1 as upb;
-use cairn_scim::{PatchOp, PatchOperation, PatchPath, ResourceType, ScimError};
+use cairn_scim::{ResourceType, ScimError};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -206,15 +208,15 @@ pub async fn list_users(State(gw): State<Gateway>, headers: HeaderMap, Query(par
     )
 }
 
-async fn replace_user_with(
+/// Sends `resource` as the replacement of user `id`, expecting version `expected` (0: any).
+async fn send_user(
     gw: &Gateway,
-    caller: &Caller,
     auth: &str,
     headers: &HeaderMap,
     id: Uuid,
     resource: &Value,
     expected: i64,
-) -> Result<Value, ScimError> {
+) -> Result<Sent<String>, ScimError> {
     let input = user_input(resource, true)?;
     let request = upb::ReplaceHumanUserRequest {
         user_id: id.to_string(),
@@ -224,23 +226,39 @@ async fn replace_user_with(
         inactive: !input.active,
         expected_sequence: expected,
     };
-    let replaced = gw
+    let result = gw
         .users
         .clone()
         .replace_human_user(gw.forward(auth, headers, request))
-        .await
-        .map_err(|s| from_status(s, true))?
-        .into_inner();
-    wait_for(
-        gw,
-        caller,
-        &replaced.details.map(|d| d.position).unwrap_or_default(),
-    )
-    .await?;
-    query::user(gw, caller, id).await
+        .await;
+    Ok(match conflict::sent(result)? {
+        Sent::Written(replaced) => Sent::Written(replaced.details.map(|d| d.position).unwrap_or_default()),
+        Sent::Conflict(detail) => Sent::Conflict(detail),
+    })
 }
 
-/// `PUT /Users/{id}`.
+/// The user after the write at `position`, as a 200 response.
+async fn written_user(
+    gw: &Gateway,
+    caller: &Caller,
+    id: Uuid,
+    position: &str,
+    params: &ListParams,
+) -> Result<Response, ScimError> {
+    wait_for(gw, caller, position).await?;
+    let resource = query::user(gw, caller, id).await?;
+    Ok(resource_response(
+        StatusCode::OK,
+        ResourceType::User,
+        &resource,
+        params,
+    ))
+}
+
+/// `PUT /Users/{id}`: the body replaces the user. With `If-Match` it must be the current version
+/// (412 otherwise, also when a change comes first). Without it the client's representation wins:
+/// the body does not depend on what the gateway read, so a concurrent change is met by sending it
+/// again (`crate::conflict`), and 409 only when the user kept changing through every attempt.
 pub async fn replace_user(
     State(gw): State<Gateway>,
     headers: HeaderMap,
@@ -257,40 +275,38 @@ pub async fn replace_user(
             gw.consistent(&caller).await?;
             let current = query::user(&gw, &caller, id).await?;
             let pinned = if_match(&headers)?;
-            let version = current["meta"]["version"]
-                .as_str()
-                .unwrap_or_default()
-                .trim_start_matches("W/")
-                .trim_matches('"')
-                .parse::<i64>()
-                .unwrap_or(0);
-            if pinned.is_some_and(|p| p != version) {
-                return Err(ScimError::precondition_failed(
+            if let Some(pinned) = pinned
+                && pinned != conflict::version_of(&current)?
+            {
+                return Err(conflict::pinned_conflict(
                     "the resource has changed (ETag mismatch)",
                 ));
             }
-            // userName may not be changed to an empty value; `id` in the body must match.
+            // `id` in the body must match.
             if let Some(body_id) = body.get("id").and_then(Value::as_str)
                 && body_id != id.to_string()
             {
                 return Err(ScimError::mutability("id is immutable"));
             }
-            let resource =
-                replace_user_with(&gw, &caller, &auth, &headers, id, &body, pinned.unwrap_or(0)).await?;
-            Ok(resource_response(
-                StatusCode::OK,
-                ResourceType::User,
-                &resource,
-                &params,
-            ))
+            let mut last = String::new();
+            for _ in 0..conflict::ATTEMPTS {
+                match send_user(&gw, &auth, &headers, id, &body, pinned.unwrap_or(0)).await? {
+                    Sent::Written(position) => {
+                        return written_user(&gw, &caller, id, &position, &params).await;
+                    }
+                    Sent::Conflict(detail) => last = conflict::again(pinned, detail)?,
+                }
+            }
+            Err(conflict::kept_changing(&last))
         }
         .await,
     )
 }
 
 /// `PATCH /Users/{id}`: the operations are applied to the current resource and the result is
-/// written as one replacement, pinned to the version it was computed from (retried once on a
-/// concurrent change when the client did not pin a version itself).
+/// written as one replacement, pinned to the version it was computed from. With `If-Match` that
+/// version must be the client's (412 otherwise); without it, a concurrent change makes the gateway
+/// wait for it, read again and apply the operations again (`crate::conflict`).
 pub async fn patch_user(
     State(gw): State<Gateway>,
     headers: HeaderMap,
@@ -305,18 +321,14 @@ pub async fn patch_user(
             let id = parse_id(&id, "User")?;
             let operations = cairn_scim::parse_patch_request(&body_json(&gw, &headers, body).await?)?;
             let pinned = if_match(&headers)?;
-            gw.consistent(&caller).await?;
-            for attempt in 0..2 {
+            let mut last = String::new();
+            for _ in 0..conflict::ATTEMPTS {
+                // The first time: read-after-write; after a conflict: the change that caused it.
+                gw.consistent(&caller).await?;
                 let current = query::user(&gw, &caller, id).await?;
-                let version = current["meta"]["version"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .trim_start_matches("W/")
-                    .trim_matches('"')
-                    .parse::<i64>()
-                    .unwrap_or(0);
+                let version = conflict::version_of(&current)?;
                 if pinned.is_some_and(|p| p != version) {
-                    return Err(ScimError::precondition_failed(
+                    return Err(conflict::pinned_conflict(
                         "the resource has changed (ETag mismatch)",
                     ));
                 }
@@ -329,18 +341,14 @@ pub async fn patch_user(
                         &params,
                     ));
                 }
-                match replace_user_with(&gw, &caller, &auth, &headers, id, &patched, version).await {
-                    Err(e) if e.status == 412 && pinned.is_none() && attempt == 0 => continue,
-                    Err(e) if e.status == 412 && pinned.is_none() => {
-                        return Err(ScimError::new(409, None, e.detail));
+                match send_user(&gw, &auth, &headers, id, &patched, version).await? {
+                    Sent::Written(position) => {
+                        return written_user(&gw, &caller, id, &position, &params).await;
                     }
-                    other => {
-                        return other
-                            .map(|r| resource_response(StatusCode::OK, ResourceType::User, &r, &params));
-                    }
+                    Sent::Conflict(detail) => last = conflict::again(pinned, detail)?,
                 }
             }
-            Err(ScimError::new(409, None, "the resource keeps changing; retry"))
+            Err(conflict::kept_changing(&last))
         }
         .await,
     )
@@ -474,168 +482,47 @@ pub async fn list_groups(State(gw): State<Gateway>, headers: HeaderMap, Query(pa
     )
 }
 
-/// The changes a group PATCH or PUT asks for, as one `ModifyGroup`.
-#[derive(Default)]
-struct GroupChange {
-    display_name: Option<String>,
-    external_id: Option<String>,
-    add: Vec<String>,
-    remove: Vec<String>,
-    set: Option<Vec<String>>,
-}
-
-/// Reads `op` as a change of displayName, externalId or members, without loading the members;
-/// `None` when it needs the whole resource.
-fn fast_group_op(op: &PatchOperation, change: &mut GroupChange) -> Result<bool, ScimError> {
-    let values = |value: &Option<Value>| -> Result<Vec<String>, ScimError> {
-        match value {
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|m| match m {
-                    Value::Object(o) => {
-                        let v = text_of(o, "value");
-                        if v.is_empty() {
-                            Err(ScimError::invalid_value("members[].value is required"))
-                        } else {
-                            Ok(v)
-                        }
-                    }
-                    Value::String(s) => Ok(s.clone()),
-                    _ => Err(ScimError::invalid_value("members must be objects with a value")),
-                })
-                .collect(),
-            Some(Value::Object(o)) => member_ids(&serde_json::Map::from_iter([(
-                "members".to_owned(),
-                Value::Array(vec![Value::Object(o.clone())]),
-            )])),
-            None => Ok(Vec::new()),
-            Some(_) => Err(ScimError::invalid_value("members must be an array")),
-        }
-    };
-    match (&op.op, &op.path) {
-        (PatchOp::Add | PatchOp::Replace, None) => {
-            let Some(Value::Object(object)) = &op.value else {
-                return Ok(false);
-            };
-            for (key, value) in object {
-                match key.to_ascii_lowercase().as_str() {
-                    "displayname" => change.display_name = value.as_str().map(str::to_owned),
-                    "externalid" => change.external_id = Some(value.as_str().unwrap_or_default().to_owned()),
-                    "members" if op.op == PatchOp::Add => change.add.extend(values(&Some(value.clone()))?),
-                    "members" => change.set = Some(values(&Some(value.clone()))?),
-                    "id" | "schemas" | "meta" => {}
-                    _ => return Ok(false),
-                }
-            }
-            Ok(true)
-        }
-        (
-            _,
-            Some(PatchPath::Attr {
-                attr,
-                value_filter,
-                sub_attr,
-            }),
-        ) => {
-            let name = attr.name.to_ascii_lowercase();
-            match (name.as_str(), &op.op, value_filter, sub_attr) {
-                ("displayname", PatchOp::Add | PatchOp::Replace, None, None) => {
-                    change.display_name = op.value.as_ref().and_then(Value::as_str).map(str::to_owned);
-                    Ok(change.display_name.is_some())
-                }
-                ("externalid", PatchOp::Add | PatchOp::Replace, None, None) => {
-                    change.external_id = Some(
-                        op.value
-                            .as_ref()
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_owned(),
-                    );
-                    Ok(true)
-                }
-                ("externalid", PatchOp::Remove, None, None) => {
-                    change.external_id = Some(String::new());
-                    Ok(true)
-                }
-                ("members", PatchOp::Add, None, None) => {
-                    change.add.extend(values(&op.value)?);
-                    Ok(true)
-                }
-                ("members", PatchOp::Replace, None, None) => {
-                    change.set = Some(values(&op.value)?);
-                    Ok(true)
-                }
-                ("members", PatchOp::Remove, None, None) if op.value.is_some() => {
-                    change.remove.extend(values(&op.value)?);
-                    Ok(true)
-                }
-                ("members", PatchOp::Remove, None, None) => {
-                    change.set = Some(Vec::new());
-                    Ok(true)
-                }
-                ("members", PatchOp::Remove, Some(filter), None) => match member_filter_value(filter) {
-                    Some(id) => {
-                        change.remove.push(id);
-                        Ok(true)
-                    }
-                    None => Ok(false),
-                },
-                _ => Ok(false),
-            }
-        }
-        _ => Ok(false),
-    }
-}
-
-/// `value eq "<id>"` → the id.
-fn member_filter_value(filter: &cairn_scim::Filter) -> Option<String> {
-    match filter {
-        cairn_scim::Filter::Compare {
-            attr,
-            op: cairn_scim::CompareOp::Eq,
-            value: cairn_scim::CompValue::String(v),
-        } if attr.name.eq_ignore_ascii_case("value") && attr.sub.is_none() => Some(v.clone()),
-        _ => None,
-    }
-}
-
-async fn modify_group(
+/// Sends `change` of group `id` as one `ModifyGroup`, expecting version `expected` (0: any).
+async fn send_group(
     gw: &Gateway,
-    caller: &Caller,
     auth: &str,
     headers: &HeaderMap,
     id: Uuid,
-    change: GroupChange,
+    change: &GroupChange,
     expected: i64,
-) -> Result<String, ScimError> {
-    let mut fields = Vec::new();
-    if change.external_id.is_some() {
-        fields.push("external_id".to_owned());
-    }
-    let request = gpb::ModifyGroupRequest {
-        group_id: id.to_string(),
-        display_name: change.display_name.unwrap_or_default(),
-        fields,
-        external_id: change.external_id.unwrap_or_default(),
-        description: String::new(),
-        add_user_ids: change.add,
-        remove_user_ids: change.remove,
-        replace_members: change.set.is_some(),
-        set_user_ids: change.set.unwrap_or_default(),
-        expected_sequence: expected,
-    };
-    let _ = caller;
-    let response = gw
+) -> Result<Sent<String>, ScimError> {
+    let result = gw
         .groups
         .clone()
-        .modify_group(gw.forward(auth, headers, request))
-        .await
-        .map_err(|s| from_status(s, expected > 0))?
-        .into_inner();
-    Ok(response.details.map(|d| d.position).unwrap_or_default())
+        .modify_group(gw.forward(auth, headers, change.request(id, expected)))
+        .await;
+    Ok(match conflict::sent(result)? {
+        Sent::Written(modified) => Sent::Written(modified.details.map(|d| d.position).unwrap_or_default()),
+        Sent::Conflict(detail) => Sent::Conflict(detail),
+    })
 }
 
-/// `PUT /Groups/{id}`.
+/// The group after the write at `position` (none: nothing was written), as a 200 response.
+async fn written_group(
+    gw: &Gateway,
+    caller: &Caller,
+    id: Uuid,
+    position: &str,
+    params: &ListParams,
+) -> Result<Response, ScimError> {
+    wait_for(gw, caller, position).await?;
+    let resource = query::group(gw, caller, id, params.wants(ResourceType::Group, "members")).await?;
+    Ok(resource_response(
+        StatusCode::OK,
+        ResourceType::Group,
+        &resource,
+        params,
+    ))
+}
+
+/// `PUT /Groups/{id}`: the body replaces the group, members included. With `If-Match` it must be
+/// the current version (412 otherwise); without it the client's representation wins, and a
+/// concurrent change is met by sending it again (`crate::conflict`).
 pub async fn replace_group(
     State(gw): State<Gateway>,
     headers: HeaderMap,
@@ -656,6 +543,7 @@ pub async fn replace_group(
             if display_name.trim().is_empty() {
                 return Err(ScimError::invalid_value("displayName is required"));
             }
+            let pinned = if_match(&headers)?;
             gw.consistent(&caller).await?;
             query::group(&gw, &caller, id, false).await?;
             let change = GroupChange {
@@ -664,34 +552,28 @@ pub async fn replace_group(
                 set: Some(member_ids(object)?),
                 ..GroupChange::default()
             };
-            let position = modify_group(
-                &gw,
-                &caller,
-                &auth,
-                &headers,
-                id,
-                change,
-                if_match(&headers)?.unwrap_or(0),
-            )
-            .await?;
-            wait_for(&gw, &caller, &position).await?;
-            let resource =
-                query::group(&gw, &caller, id, params.wants(ResourceType::Group, "members")).await?;
-            Ok(resource_response(
-                StatusCode::OK,
-                ResourceType::Group,
-                &resource,
-                &params,
-            ))
+            let mut last = String::new();
+            for _ in 0..conflict::ATTEMPTS {
+                match send_group(&gw, &auth, &headers, id, &change, pinned.unwrap_or(0)).await? {
+                    Sent::Written(position) => {
+                        return written_group(&gw, &caller, id, &position, &params).await;
+                    }
+                    Sent::Conflict(detail) => last = conflict::again(pinned, detail)?,
+                }
+            }
+            Err(conflict::kept_changing(&last))
         }
         .await,
     )
 }
 
-/// `PATCH /Groups/{id}`: member additions and removals, renames and externalId changes go to
-/// command-api as one atomic `ModifyGroup` without loading the member list, so a PATCH costs the
-/// same for a group of ten or of a hundred thousand; any other operation is applied to the whole
-/// resource.
+/// `PATCH /Groups/{id}`. Member additions and removals by id, renames and externalId changes go
+/// to command-api as one atomic `ModifyGroup` delta without loading the member list, so such a
+/// PATCH costs the same for a group of ten or of a hundred thousand. Any other PATCH is applied to
+/// the whole group as read (members with their `display`), and what it changed is sent pinned to
+/// the version that was read. With `If-Match` that version must be the client's (412 otherwise);
+/// without it a concurrent change makes the gateway send the delta again, or wait for the change,
+/// read again and apply the PATCH again (`crate::conflict`).
 pub async fn patch_group(
     State(gw): State<Gateway>,
     headers: HeaderMap,
@@ -706,41 +588,44 @@ pub async fn patch_group(
             let id = parse_id(&id, "Group")?;
             let operations = cairn_scim::parse_patch_request(&body_json(&gw, &headers, body).await?)?;
             let pinned = if_match(&headers)?;
-            gw.consistent(&caller).await?;
-            let mut change = GroupChange::default();
-            let mut fast = true;
-            for op in &operations {
-                if !fast_group_op(op, &mut change)? {
-                    fast = false;
-                    break;
+            let fast = GroupChange::fast(&operations)?;
+            let mut last = String::new();
+            for attempt in 0..conflict::ATTEMPTS {
+                let (change, expected) = match &fast {
+                    Some(change) => {
+                        if attempt == 0 {
+                            gw.consistent(&caller).await?;
+                            query::group(&gw, &caller, id, false).await?;
+                        }
+                        (change.clone(), pinned.unwrap_or(0))
+                    }
+                    None => {
+                        // The first time: read-after-write; after a conflict: the change that
+                        // caused it.
+                        gw.consistent(&caller).await?;
+                        let current = query::group_to_patch(&gw, &caller, id).await?;
+                        let version = conflict::version_of(&current)?;
+                        if pinned.is_some_and(|p| p != version) {
+                            return Err(conflict::pinned_conflict(
+                                "the resource has changed (ETag mismatch)",
+                            ));
+                        }
+                        let patched = cairn_scim::apply_patch(ResourceType::Group, &current, &operations)?;
+                        let change = GroupChange::between(&current, &patched)?;
+                        if change.is_empty() {
+                            return written_group(&gw, &caller, id, "", &params).await;
+                        }
+                        (change, version)
+                    }
+                };
+                match send_group(&gw, &auth, &headers, id, &change, expected).await? {
+                    Sent::Written(position) => {
+                        return written_group(&gw, &caller, id, &position, &params).await;
+                    }
+                    Sent::Conflict(detail) => last = conflict::again(pinned, detail)?,
                 }
             }
-            if !fast {
-                let current = query::group(&gw, &caller, id, true).await?;
-                let patched = cairn_scim::apply_patch(ResourceType::Group, &current, &operations)?;
-                let object = patched
-                    .as_object()
-                    .ok_or_else(|| ScimError::invalid_syntax("bad group"))?;
-                change = GroupChange {
-                    display_name: Some(text_of(object, "displayName")),
-                    external_id: Some(text_of(object, "externalId")),
-                    set: Some(member_ids(object)?),
-                    ..GroupChange::default()
-                };
-            } else {
-                query::group(&gw, &caller, id, false).await?;
-            }
-            let position =
-                modify_group(&gw, &caller, &auth, &headers, id, change, pinned.unwrap_or(0)).await?;
-            wait_for(&gw, &caller, &position).await?;
-            let resource =
-                query::group(&gw, &caller, id, params.wants(ResourceType::Group, "members")).await?;
-            Ok(resource_response(
-                StatusCode::OK,
-                ResourceType::Group,
-                &resource,
-                &params,
-            ))
+            Err(conflict::kept_changing(&last))
         }
         .await,
     )

@@ -5,7 +5,9 @@
 //! The protocol logic (filters, PATCH, projection, schemas) is the `cairn-scim` crate.
 
 pub mod bulk;
+pub mod conflict;
 pub mod gateway;
+pub mod group_change;
 pub mod handlers;
 pub mod query;
 pub mod resources;

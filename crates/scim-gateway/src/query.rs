@@ -354,6 +354,28 @@ pub async fn group(gw: &Gateway, caller: &Caller, id: Uuid, with_members: bool) 
     Ok(render_group(gw, &row, members.as_deref()))
 }
 
+/// A group as a PATCH is applied to it: with its members, each with its `display` (so that
+/// `members[display eq "..."]` finds them; responses leave `display` out). The version is read
+/// before the members: were a change projected in between, the members would be newer than the
+/// version, and a write pinned to that version meets a conflict and is retried; a version newer
+/// than the members cannot happen.
+pub async fn group_to_patch(gw: &Gateway, caller: &Caller, id: Uuid) -> Result<Value, ScimError> {
+    let row = cairn_query::reads::get_group(&gw.pool, caller.scope(), id)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| ScimError::not_found(format!("Group {id} not found")))?;
+    let members = members_of(gw, caller, id).await?;
+    let mut resource = render_group(gw, &row, Some(&members));
+    if let Some(items) = resource["members"].as_array_mut() {
+        for (item, (_, display)) in items.iter_mut().zip(&members) {
+            if !display.is_empty() {
+                item["display"] = json!(display);
+            }
+        }
+    }
+    Ok(resource)
+}
+
 fn render_group(gw: &Gateway, row: &GroupRow, members: Option<&[(String, String)]>) -> Value {
     group_json(row, members, &gw.location("Groups", &row.id.to_string()), |u| {
         gw.location("Users", u)

@@ -533,3 +533,511 @@ async fn scim2_tester_conformance() {
     );
     stack.stop().await.unwrap();
 }
+
+// ----- guarantee 2 over SCIM: concurrent writes ----------------------------------------------
+
+const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+fn patch_body(operations: Value) -> Value {
+    json!({"schemas": [PATCH_OP], "Operations": operations})
+}
+
+/// Creates `count` users named `{prefix}{i}` and returns their ids.
+async fn create_users(stack: &Stack, prefix: &str, count: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(count);
+    for i in 0..count {
+        let created = stack
+            .scim("POST", "/Users", Some(&user(&format!("{prefix}{i}"))))
+            .await
+            .unwrap();
+        assert_eq!(created.status, 201, "{}", created.body);
+        ids.push(created.json()["id"].as_str().unwrap().to_owned());
+    }
+    ids
+}
+
+/// The member ids of a group: in the read model (a SCIM GET, which waits for the tenant's latest
+/// write) and in the write model (the group aggregate folded from its events), with each one's
+/// version.
+async fn group_members_both_ways(
+    stack: &Stack,
+    group: &str,
+) -> (
+    (std::collections::BTreeSet<String>, String),
+    (std::collections::BTreeSet<String>, i64),
+) {
+    use cairn_domain::Aggregate;
+    let read = stack
+        .scim("GET", &format!("/Groups/{group}"), None)
+        .await
+        .unwrap();
+    assert_eq!(read.status, 200, "{}", read.body);
+    let read = read.json();
+    let read_members = read["members"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|m| m["value"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let written: cairn_domain::Group = stack
+        .api()
+        .exec
+        .load(
+            stack.admin.instance_id,
+            cairn_domain::AggregateId::from_uuid(group.parse().unwrap()),
+        )
+        .await
+        .unwrap();
+    let written_members = written.members().iter().map(|m| m.to_string()).collect();
+    (
+        (read_members, read["meta"]["version"].as_str().unwrap().to_owned()),
+        (written_members, written.sequence()),
+    )
+}
+
+/// Guarantee 2 for group PATCH. Clients add members with the fast path (`add` of `members`, a
+/// delta) while others remove members with a value-filter path the gateway can only apply to the
+/// whole group (`members[value eq ".." and type eq "User"]`: read, apply, write back). Whatever the
+/// interleaving, every add answered 200 is in the group at the end, every remove answered 200 is
+/// not, and a write answered 409 changed nothing; the read model and the events agree. Before the
+/// fix the slow path wrote back the member set it had read without pinning its version, so a
+/// member added in between was silently dropped (and a concurrently removed one brought back),
+/// with 200 for everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn concurrent_group_patches_never_lose_an_acknowledged_member_change() {
+    const ROUNDS: usize = 3;
+    const ADDERS: usize = 4;
+    const REMOVERS: usize = 4;
+    const PER_CLIENT: usize = 8;
+    const BYSTANDERS: usize = 3;
+    let stack = std::sync::Arc::new(Stack::start().await.unwrap());
+    let mut failures = Vec::new();
+    let mut statuses: HashMap<(&str, u16), usize> = HashMap::new();
+    for round in 0..ROUNDS {
+        let keepers = create_users(&stack, &format!("keep{round}-"), ADDERS * PER_CLIENT).await;
+        let removables = create_users(&stack, &format!("drop{round}-"), REMOVERS * PER_CLIENT).await;
+        let bystanders = create_users(&stack, &format!("stay{round}-"), BYSTANDERS).await;
+        let initial: Vec<Value> = removables
+            .iter()
+            .chain(&bystanders)
+            .map(|id| json!({"value": id}))
+            .collect();
+        let created = stack
+            .scim(
+                "POST",
+                "/Groups",
+                Some(&json!({
+                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                    "displayName": format!("contended {round}"),
+                    "members": initial,
+                })),
+            )
+            .await
+            .unwrap();
+        assert_eq!(created.status, 201, "{}", created.body);
+        let group = created.json()["id"].as_str().unwrap().to_owned();
+
+        // Each client writes its own members one PATCH at a time; all clients run at once.
+        let mut clients = tokio::task::JoinSet::new();
+        for (kind, ids) in [("add", &keepers), ("remove", &removables)] {
+            for chunk in ids.chunks(PER_CLIENT) {
+                let (stack, group, chunk) = (stack.clone(), group.clone(), chunk.to_vec());
+                clients.spawn(async move {
+                    let mut outcomes = Vec::new();
+                    for id in chunk {
+                        let operation = if kind == "add" {
+                            json!({"op": "add", "path": "members", "value": [{"value": id}]})
+                        } else {
+                            json!({"op": "remove", "path": format!("members[value eq \"{id}\" and type eq \"User\"]")})
+                        };
+                        let response = stack
+                            .scim(
+                                "PATCH",
+                                &format!("/Groups/{group}?excludedAttributes=members"),
+                                Some(&patch_body(json!([operation]))),
+                            )
+                            .await
+                            .unwrap();
+                        assert!(
+                            response.status == 200 || response.status == 409,
+                            "{kind} {id}: {} {}",
+                            response.status,
+                            response.body
+                        );
+                        outcomes.push((kind, id, response.status));
+                    }
+                    outcomes
+                });
+            }
+        }
+        let mut expected: std::collections::BTreeSet<String> = bystanders.iter().cloned().collect();
+        while let Some(outcomes) = clients.join_next().await {
+            for (kind, id, status) in outcomes.unwrap() {
+                *statuses.entry((kind, status)).or_default() += 1;
+                // 200: the change is in; 409: nothing changed.
+                match (kind, status) {
+                    ("add", 200) | ("remove", 409) => {
+                        expected.insert(id);
+                    }
+                    _ => {}
+                }
+            }
+        }
+
+        let ((read, read_version), (written, written_sequence)) =
+            group_members_both_ways(&stack, &group).await;
+        assert_eq!(
+            read_version,
+            format!("W/\"{written_sequence}\""),
+            "round {round}: the read model's version is the aggregate's sequence"
+        );
+        let lost_adds: Vec<&String> = keepers
+            .iter()
+            .filter(|k| expected.contains(*k) && !written.contains(*k))
+            .collect();
+        let resurrected: Vec<&String> = removables
+            .iter()
+            .filter(|r| !expected.contains(*r) && written.contains(*r))
+            .collect();
+        if written != expected || read != written {
+            failures.push(format!(
+                "round {round}: {} acknowledged adds lost, {} acknowledged removes undone, \
+                 {} members expected, {} in the events, {} in the read model",
+                lost_adds.len(),
+                resurrected.len(),
+                expected.len(),
+                written.len(),
+                read.len()
+            ));
+        }
+    }
+    eprintln!("statuses (kind, status) -> count: {statuses:?}");
+    assert!(
+        failures.is_empty(),
+        "acknowledged member changes were lost:\n{}",
+        failures.join("\n")
+    );
+    std::sync::Arc::try_unwrap(stack)
+        .ok()
+        .unwrap()
+        .stop()
+        .await
+        .unwrap();
+}
+
+/// Guarantee 2's status codes: a write that meets a concurrent change answers `409` (or succeeds)
+/// when the client sent no `If-Match`, and `412` only when it sent a version that is stale.
+/// Several clients PUT and PATCH one user and one group at once without `If-Match`; then a PUT and
+/// a PATCH with a stale `If-Match` must be 412 and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn a_write_racing_another_change_is_never_412_without_if_match_and_412_with_a_stale_one() {
+    const PUTTERS: usize = 6;
+    const PATCHERS: usize = 2;
+    const PER_CLIENT: usize = 25;
+    let stack = std::sync::Arc::new(Stack::start().await.unwrap());
+    let created = stack.scim("POST", "/Users", Some(&user("racer"))).await.unwrap();
+    assert_eq!(created.status, 201, "{}", created.body);
+    let racer = created.json()["id"].as_str().unwrap().to_owned();
+    let members = create_users(&stack, "member", PUTTERS + PATCHERS).await;
+    let created = stack
+        .scim(
+            "POST",
+            "/Groups",
+            Some(
+                &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "raced"}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.status, 201, "{}", created.body);
+    let group = created.json()["id"].as_str().unwrap().to_owned();
+
+    let mut clients = tokio::task::JoinSet::new();
+    for (client, member) in members.iter().enumerate() {
+        let (stack, racer, group, member) = (stack.clone(), racer.clone(), group.clone(), member.clone());
+        clients.spawn(async move {
+            let mut outcomes = Vec::new();
+            for n in 0..PER_CLIENT {
+                let title = format!("c{client}-{n}");
+                let (method, path, body) = if client < PUTTERS {
+                    let mut body = user("racer");
+                    body["title"] = json!(title);
+                    ("PUT", format!("/Users/{racer}"), body)
+                } else {
+                    let op = json!({"op": "replace", "path": "title", "value": title});
+                    ("PATCH", format!("/Users/{racer}"), patch_body(json!([op])))
+                };
+                let response = stack.scim(method, &path, Some(&body)).await.unwrap();
+                outcomes.push((
+                    format!("{method} User"),
+                    Some(title),
+                    response.status,
+                    response.body,
+                ));
+                // The group: PUT with a member list, or a PATCH adding a member.
+                let (method, body) = if client < PUTTERS {
+                    let body = json!({
+                        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                        "displayName": "raced",
+                        "members": [{"value": member}],
+                    });
+                    ("PUT", body)
+                } else {
+                    let op = json!({"op": "add", "path": "members", "value": [{"value": member}]});
+                    ("PATCH", patch_body(json!([op])))
+                };
+                let response = stack
+                    .scim(method, &format!("/Groups/{group}"), Some(&body))
+                    .await
+                    .unwrap();
+                outcomes.push((format!("{method} Group"), None, response.status, response.body));
+            }
+            outcomes
+        });
+    }
+    let mut statuses: HashMap<(String, u16), usize> = HashMap::new();
+    let mut wrong = Vec::new();
+    let mut acknowledged_titles = std::collections::HashSet::new();
+    while let Some(outcomes) = clients.join_next().await {
+        for (what, title, status, body) in outcomes.unwrap() {
+            *statuses.entry((what.clone(), status)).or_default() += 1;
+            match status {
+                200 => acknowledged_titles.extend(title),
+                409 => {}
+                _ => wrong.push(format!("{what} without If-Match: {status} {body}")),
+            }
+        }
+    }
+    eprintln!("statuses (request, status) -> count: {statuses:?}");
+    wrong.truncate(10);
+    assert!(
+        wrong.is_empty(),
+        "a conflict without If-Match must be 409:\n{}",
+        wrong.join("\n")
+    );
+    let current = stack.scim("GET", &format!("/Users/{racer}"), None).await.unwrap();
+    let title = current.json()["title"].as_str().unwrap().to_owned();
+    assert!(
+        acknowledged_titles.contains(&title),
+        "the final title {title:?} is one a client was told was written"
+    );
+
+    // With a stale If-Match: 412, and nothing changes.
+    let token = format!("Bearer {}", stack.scim_token);
+    let headers = [
+        ("authorization", token.as_str()),
+        ("content-type", "application/scim+json"),
+        ("if-match", "W/\"1\""),
+    ];
+    let mut stale_user = user("racer");
+    stale_user["title"] = json!("stale");
+    let stale_group_patch = patch_body(json!([
+        {"op": "remove", "path": format!("members[value eq \"{}\" and type eq \"User\"]", members[0])}
+    ]));
+    for (method, path, body) in [
+        ("PUT", format!("/Users/{racer}"), stale_user.clone()),
+        (
+            "PATCH",
+            format!("/Users/{racer}"),
+            patch_body(json!([{"op": "replace", "path": "title", "value": "stale"}])),
+        ),
+        (
+            "PUT",
+            format!("/Groups/{group}"),
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "stale"}),
+        ),
+        ("PATCH", format!("/Groups/{group}"), stale_group_patch),
+        (
+            "PATCH",
+            format!("/Groups/{group}"),
+            patch_body(json!([{"op": "replace", "path": "displayName", "value": "stale"}])),
+        ),
+    ] {
+        let before = stack.scim("GET", &path, None).await.unwrap();
+        let response = request(
+            stack.scim,
+            method,
+            &format!("/scim/v2{path}"),
+            &headers,
+            Some(&body.to_string()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            response.status, 412,
+            "{method} {path} with a stale If-Match: {}",
+            response.body
+        );
+        let after = stack.scim("GET", &path, None).await.unwrap();
+        assert_eq!(before.json(), after.json(), "{method} {path} changed nothing");
+    }
+    // With the current version: written.
+    let etag = current.header("etag").unwrap().to_owned();
+    let response = request(
+        stack.scim,
+        "PUT",
+        &format!("/scim/v2/Users/{racer}"),
+        &[
+            ("authorization", token.as_str()),
+            ("content-type", "application/scim+json"),
+            ("if-match", etag.as_str()),
+        ],
+        Some(&stale_user.to_string()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+    std::sync::Arc::try_unwrap(stack)
+        .ok()
+        .unwrap()
+        .stop()
+        .await
+        .unwrap();
+}
+
+/// A group PATCH whose path filters members on `display` (the member's displayName, which
+/// responses leave out) finds them: it is applied to the group as read with each member's
+/// display, and only what it changed is written. A filter that matches nobody writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_patch_can_filter_members_on_their_display_name() {
+    let stack = Stack::start().await.unwrap();
+    let mut ids = Vec::new();
+    for (name, display) in [("alice", "Alice Liddell"), ("bob", "Bob Cratchit")] {
+        let mut body = user(name);
+        body["displayName"] = json!(display);
+        let created = stack.scim("POST", "/Users", Some(&body)).await.unwrap();
+        assert_eq!(created.status, 201, "{}", created.body);
+        ids.push(created.json()["id"].as_str().unwrap().to_owned());
+    }
+    let created = stack
+        .scim(
+            "POST",
+            "/Groups",
+            Some(&json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                "displayName": "Readers",
+                "members": [{"value": ids[0]}, {"value": ids[1]}],
+            })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.status, 201, "{}", created.body);
+    let group = created.json()["id"].as_str().unwrap().to_owned();
+    let version = created.header("etag").unwrap().to_owned();
+
+    let nobody = patch_body(json!([{"op": "remove", "path": "members[display eq \"Nobody\"]"}]));
+    let unchanged = stack
+        .scim("PATCH", &format!("/Groups/{group}"), Some(&nobody))
+        .await
+        .unwrap();
+    assert_eq!(unchanged.status, 200, "{}", unchanged.body);
+    assert_eq!(
+        unchanged.header("etag"),
+        Some(version.as_str()),
+        "nothing was written"
+    );
+    assert_eq!(unchanged.json()["members"].as_array().unwrap().len(), 2);
+
+    let alice = patch_body(json!([{"op": "remove", "path": "members[display eq \"alice liddell\"]"}]));
+    let patched = stack
+        .scim("PATCH", &format!("/Groups/{group}"), Some(&alice))
+        .await
+        .unwrap();
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    assert_eq!(
+        patched.json()["members"],
+        json!([{"value": ids[1], "$ref": format!("{}/Users/{}", stack.scim_url(), ids[1]), "type": "User"}]),
+        "alice is gone, bob stays, and display is not returned"
+    );
+    let ((read, _), (written, _)) = group_members_both_ways(&stack, &group).await;
+    assert_eq!(read, written);
+    assert_eq!(read.into_iter().collect::<Vec<_>>(), vec![ids[1].clone()]);
+    stack.stop().await.unwrap();
+}
+
+/// RFC 7644 §3.5.2: the operations of a PATCH are applied in order. A group PATCH read as one
+/// member delta must not reorder them (command-api applies a delta as: replace the list, then add,
+/// then remove).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_patch_applies_its_operations_in_order() {
+    let stack = Stack::start().await.unwrap();
+    let ids = create_users(&stack, "order", 2).await;
+    let (a, b) = (ids[0].clone(), ids[1].clone());
+    let created = stack
+        .scim(
+            "POST",
+            "/Groups",
+            Some(&json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                "displayName": "Ordered",
+                "members": [{"value": a}],
+            })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.status, 201, "{}", created.body);
+    let group = created.json()["id"].as_str().unwrap().to_owned();
+    let cases = [
+        (
+            "remove a, then add a back",
+            json!([
+                {"op": "remove", "path": format!("members[value eq \"{a}\"]")},
+                {"op": "add", "path": "members", "value": [{"value": a}]},
+            ]),
+            vec![a.clone()],
+        ),
+        (
+            "add b, then replace the list with a",
+            json!([
+                {"op": "add", "path": "members", "value": [{"value": b}]},
+                {"op": "replace", "path": "members", "value": [{"value": a}]},
+            ]),
+            vec![a.clone()],
+        ),
+        (
+            "add b, then remove every member",
+            json!([
+                {"op": "add", "path": "members", "value": [{"value": b}]},
+                {"op": "remove", "path": "members"},
+            ]),
+            vec![],
+        ),
+        (
+            "replace the list with b, then add a, then remove b",
+            json!([
+                {"op": "replace", "path": "members", "value": [{"value": b}]},
+                {"op": "add", "path": "members", "value": [{"value": a}]},
+                {"op": "remove", "path": "members", "value": [{"value": b}]},
+            ]),
+            vec![a.clone()],
+        ),
+    ];
+    for (what, operations, expected) in cases {
+        let response = stack
+            .scim(
+                "PATCH",
+                &format!("/Groups/{group}"),
+                Some(&patch_body(operations)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status, 200, "{what}: {}", response.body);
+        let ((read, _), (written, _)) = group_members_both_ways(&stack, &group).await;
+        let expected: std::collections::BTreeSet<String> = expected.into_iter().collect();
+        assert_eq!(written, expected, "{what}: the events");
+        assert_eq!(read, expected, "{what}: the read model");
+        // Back to [a] for the next case.
+        let reset = stack
+            .scim(
+                "PUT",
+                &format!("/Groups/{group}"),
+                Some(&json!({"displayName": "Ordered", "members": [{"value": a}]})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(reset.status, 200, "{}", reset.body);
+    }
+    stack.stop().await.unwrap();
+}
