@@ -10,6 +10,7 @@ use cairn_proto::group::v1 as group;
 use cairn_proto::user::v1 as user;
 use cairn_testkit::TestDb;
 use prost::Message;
+use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
@@ -24,6 +25,7 @@ struct Stack {
     projector: Option<cairn_projector_service::Service>,
     stream: String,
     prefix: String,
+    keys: String,
 }
 
 fn keys() -> String {
@@ -36,8 +38,14 @@ fn keys() -> String {
 impl Stack {
     async fn start() -> Self {
         let db = TestDb::new(16).await.unwrap();
+        let mut stack = Self::start_on(db, cairn_testkit::unique_stream(), keys()).await;
+        stack.admin = new_instance(&stack.api, "Test").await;
+        stack
+    }
+
+    /// The services on `db` (migrated by them), publishing to `stream`; `admin` is left empty.
+    async fn start_on(db: TestDb, (stream, prefix): (String, String), keys: String) -> Self {
         let shutdown = CancellationToken::new();
-        let (stream, prefix) = cairn_testkit::unique_stream();
         let eventstore = cairn_eventstore_service::start(
             cairn_eventstore_service::Config {
                 database_url: db.url.clone(),
@@ -62,7 +70,7 @@ impl Stack {
             database_url: db.url.clone(),
             grpc_addr: "127.0.0.1:0".parse().unwrap(),
             http_addr: "127.0.0.1:0".parse().unwrap(),
-            keys: keys(),
+            keys: keys.clone(),
             wait_timeout_ms: 10_000,
             email_code_ttl_secs: 3600,
             email_code_max_attempts: 5,
@@ -74,7 +82,12 @@ impl Stack {
             bootstrap_token_file: "unused".into(),
         };
         let api = cairn_command_api::start(config, shutdown.clone()).await.unwrap();
-        let admin = new_instance(&api, "Test").await;
+        let admin = Bootstrapped {
+            instance_id: cairn_domain::InstanceId::new(),
+            org_id: cairn_domain::AggregateId::new(),
+            admin_id: cairn_domain::AggregateId::new(),
+            token: String::new().into(),
+        };
         let others = vec![tokio::spawn(eventstore.wait())];
         Self {
             db,
@@ -85,6 +98,7 @@ impl Stack {
             projector: Some(projector),
             stream,
             prefix,
+            keys,
         }
     }
 
@@ -107,6 +121,15 @@ impl Stack {
     }
 
     async fn stop(self) {
+        let stream = self.stream.clone();
+        let db = self.stop_services().await;
+        let client = async_nats::connect(cairn_testkit::nats_url()).await.unwrap();
+        let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
+        db.drop_db().await.unwrap();
+    }
+
+    /// Stops every service gracefully; the database and the stream stay.
+    async fn stop_services(self) -> TestDb {
         self.shutdown.cancel();
         self.api.wait().await.unwrap();
         if let Some(projector) = self.projector {
@@ -115,12 +138,13 @@ impl Stack {
         for task in self.others {
             task.await.unwrap().unwrap();
         }
-        let client = async_nats::connect(cairn_testkit::nats_url()).await.unwrap();
-        let _ = async_nats::jetstream::new(client)
-            .delete_stream(&self.stream)
-            .await;
-        self.db.drop_db().await.unwrap();
+        self.db
     }
+}
+
+/// A database URL without the driver's own query parameters, for libpq tools.
+fn plain_url(url: &str) -> &str {
+    url.split('?').next().unwrap_or(url)
 }
 
 /// Starts a projector replica on the test's database and stream.
@@ -999,4 +1023,151 @@ async fn random_histories_keep_every_invariant_while_the_projector_is_killed() {
         "the projector was never killed: {report:?}"
     );
     stack.stop().await;
+}
+
+/// DESIGN.md guarantees 3, 4, 5, 7 and 11 across a backup and restore: a populated database is
+/// dumped (`pg_dump`) and restored (`pg_restore`) into a new cluster (`initdb` on a free port),
+/// whose transaction counter is far below the positions already stored. The stack started on it
+/// (the same stream) must place new events above every stored position: they are published to the
+/// stream, projected, and read back with their consistency tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn positions_keep_rising_after_a_restore_into_a_new_cluster() {
+    // The source: the shared server, its transaction counter well above a new cluster's.
+    let mut burn = sqlx::PgConnection::connect(&cairn_testkit::admin_url())
+        .await
+        .unwrap();
+    loop {
+        let xid: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+            .fetch_one(&mut burn)
+            .await
+            .unwrap();
+        if xid > 20_000 {
+            break;
+        }
+    }
+    drop(burn);
+
+    let stack = Stack::start().await;
+    let token = stack.admin.token.to_string();
+    let instance = stack.admin.instance_id;
+    let mut users = stack.users();
+    let mut last = String::new();
+    for name in ["before-1", "before-2", "before-3"] {
+        last = users
+            .add_human_user(authed(&token, human(name)))
+            .await
+            .unwrap()
+            .into_inner()
+            .details
+            .unwrap()
+            .position;
+    }
+    let before: cairn_domain::Position = last.parse().unwrap();
+    // Everything up to here is published and projected before the backup is taken.
+    let client = async_nats::connect(cairn_testkit::nats_url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let published = |pool: sqlx::PgPool, stream: String| {
+        let js = js.clone();
+        async move {
+            let total: i64 = sqlx::query_scalar("SELECT count(*) FROM eventstore.events")
+                .fetch_one(&pool)
+                .await?;
+            let messages = js.get_stream(&stream).await?.info().await?.state.messages;
+            anyhow::Ok((messages == total as u64).then_some(()))
+        }
+    };
+    cairn_testkit::eventually(
+        "the events before the backup to reach the stream",
+        std::time::Duration::from_secs(30),
+        || published(stack.db.pool.clone(), stack.stream.clone()),
+    )
+    .await
+    .unwrap();
+    cairn_testkit::eventually(
+        "the users projection to reach the last write before the backup",
+        std::time::Duration::from_secs(30),
+        || async {
+            let reached: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM projections.projection_states WHERE name = 'users' \
+                   AND instance_id = $1 AND (position, position_offset) >= ($2, $3))",
+            )
+            .bind(instance.as_uuid())
+            .bind(before.position)
+            .bind(before.offset)
+            .fetch_one(&stack.db.pool)
+            .await?;
+            Ok(reached.then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    let (stream, prefix, keys) = (stack.stream.clone(), stack.prefix.clone(), stack.keys.clone());
+    let source = stack.stop_services().await;
+
+    let cluster = cairn_testkit::PrivateCluster::start(&[]).unwrap();
+    let target = TestDb::empty_on(&cluster.url(), 16).await.unwrap();
+    let dump = std::env::temp_dir().join(format!("{}.dump", source.name));
+    let status = std::process::Command::new(cluster.bin().join("pg_dump"))
+        .args(["-Fc", "-f"])
+        .arg(&dump)
+        .arg(plain_url(&source.url))
+        .status()
+        .unwrap();
+    assert!(status.success(), "pg_dump failed");
+    let status = std::process::Command::new(cluster.bin().join("pg_restore"))
+        .args(["--no-owner", "-d"])
+        .arg(plain_url(&target.url))
+        .arg(&dump)
+        .status()
+        .unwrap();
+    assert!(status.success(), "pg_restore failed");
+    std::fs::remove_file(&dump).ok();
+    source.drop_db().await.unwrap();
+    let counter: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+        .fetch_one(&target.pool)
+        .await
+        .unwrap();
+    assert!(
+        counter < before.position,
+        "the new cluster's counter ({counter}) must start below the stored positions ({before})"
+    );
+
+    let mut restored = Stack::start_on(target, (stream, prefix), keys).await;
+    restored.admin.instance_id = instance;
+    let mut users = restored.users();
+    let created = users
+        .add_human_user(authed(&token, human("after-restore")))
+        .await
+        .unwrap()
+        .into_inner();
+    let position: cairn_domain::Position = created.details.as_ref().unwrap().position.parse().unwrap();
+    assert!(
+        position > before,
+        "a new event at {position} stands below the restored events (up to {before})"
+    );
+    // Read back with its token: the read model has it.
+    let got = users
+        .get_user(authed(
+            &token,
+            user::GetUserRequest {
+                user_id: created.user.as_ref().unwrap().id.clone(),
+                min_position: position.to_string(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(got.user_name, "after-restore");
+    // And it reaches the stream, after the events published before the backup.
+    cairn_testkit::eventually(
+        "the new events to reach the stream",
+        std::time::Duration::from_secs(30),
+        || published(restored.db.pool.clone(), restored.stream.clone()),
+    )
+    .await
+    .unwrap();
+    restored.stop().await;
+    drop(cluster);
 }

@@ -5,6 +5,10 @@
 //! `scripts/test` drops leftovers of earlier runs. Conditions are awaited with [`eventually`], which
 //! fails loudly at a deadline instead of sleeping a fixed time.
 
+mod cluster;
+
+pub use cluster::PrivateCluster;
+
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use std::future::Future;
@@ -26,26 +30,40 @@ pub struct TestDb {
     pub url: String,
     /// A pool connected to it.
     pub pool: PgPool,
+    /// The server's maintenance database, from which the database is dropped.
+    pub admin: String,
 }
 
 impl TestDb {
     /// Creates and migrates a database with a pool of up to `max_connections`.
     pub async fn new(max_connections: u32) -> anyhow::Result<Self> {
-        let admin = PgConnectOptions::from_str(&admin_url())?;
+        let db = Self::empty_on(&admin_url(), max_connections).await?;
+        cairn_migrations::run(&db.pool).await?;
+        Ok(db)
+    }
+
+    /// Creates an empty database (no migrations) on the server of `admin` (a URL of any database
+    /// on it), with a pool of up to `max_connections`.
+    pub async fn empty_on(admin: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let options = PgConnectOptions::from_str(admin)?;
         let name = format!("cairn_test_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = admin.clone().connect().await?;
+        let mut conn = options.clone().connect().await?;
         sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
             .execute(&mut conn)
             .await?;
         conn.close().await?;
-        let options = admin.database(&name);
+        let options = options.database(&name);
         let url = options.to_url_lossy().to_string();
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .connect_with(options)
             .await?;
-        cairn_migrations::run(&pool).await?;
-        Ok(Self { name, url, pool })
+        Ok(Self {
+            name,
+            url,
+            pool,
+            admin: admin.to_owned(),
+        })
     }
 
     /// A separate connection to the database, outside the pool.
@@ -56,7 +74,7 @@ impl TestDb {
     /// Closes the pool and drops the database.
     pub async fn drop_db(self) -> anyhow::Result<()> {
         self.pool.close().await;
-        let mut conn = PgConnection::connect(&admin_url()).await?;
+        let mut conn = PgConnection::connect(&self.admin).await?;
         sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
             .execute(&mut conn)
             .await?;
