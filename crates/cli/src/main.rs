@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
   cairn token create --principal <user id> --roles scim_provisioner --kind scim
   cairn projections status
   cairn projections reset users --wait
-  cairn events tail --follow")]
+  cairn events tail --follow
+  cairn positions --above 123456789")]
 struct Cli {
     /// The PostgreSQL database that holds Cairn's event store and read models.
     #[arg(
@@ -65,6 +66,15 @@ enum Command {
     Events {
         #[command(subcommand)]
         command: EventCommand,
+    },
+    /// Event positions across backup and restore: shows the position base, or raises it so that
+    /// new events land above a given position (for example the stream's last one after a restore
+    /// from a backup older than the stream). Migrations (and every service start) already raise it
+    /// above every stored event.
+    Positions {
+        /// Raise the base so that every new position lies above this one.
+        #[arg(long)]
+        above: Option<i64>,
     },
 }
 
@@ -172,7 +182,27 @@ async fn main() -> anyhow::Result<()> {
         Command::Token { command } => token(&pool, command).await,
         Command::Projections { command } => projections(&pool, &store, command).await,
         Command::Events { command } => events(&pool, &store, command).await,
+        Command::Positions { above } => positions(&pool, above).await,
     }
+}
+
+async fn positions(pool: &sqlx::PgPool, above: Option<i64>) -> anyhow::Result<()> {
+    if let Some(above) = above {
+        let base = cairn_migrations::raise_position_base(pool, above)
+            .await
+            .context("raising the position base")?;
+        println!("position base {} -> {}", base.before, base.after);
+    }
+    let (base, counter, stored): (i64, i64, Option<i64>) = sqlx::query_as(
+        "SELECT base, pg_snapshot_xmin(pg_current_snapshot())::text::bigint, \
+                (SELECT max(position) FROM eventstore.events) FROM eventstore.position_base",
+    )
+    .fetch_one(pool)
+    .await?;
+    println!("position base            {base}");
+    println!("next positions from      {}", counter + base);
+    println!("highest stored position  {}", stored.unwrap_or(0));
+    Ok(())
 }
 
 async fn migrate(url: &str, create_database: bool) -> anyhow::Result<()> {

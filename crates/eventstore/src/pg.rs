@@ -30,8 +30,10 @@ pub const NOTIFY_CHANNEL: &str = "cairn_events";
 const EVENT_COLUMNS: &str = "id, instance_id, aggregate_type, aggregate_id, sequence, event_type, revision, \
      payload, creator, resource_owner, created_at, position, in_tx_order, trace_context";
 
-/// The part of a query that hides events a still-running transaction could precede.
-const VISIBLE: &str = "position < pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+/// The part of a query that hides events a still-running transaction could precede: positions at
+/// or above the oldest running transaction's id (plus the position base, see
+/// `migrations/0009_position_base.sql`).
+const VISIBLE: &str = "position < eventstore.visible_below()";
 
 /// How long a service's session may sit idle inside a transaction before PostgreSQL ends it, unless
 /// the service has a lease that bounds it tighter.
