@@ -471,9 +471,9 @@ class Chaos:
                 "select 'lease', projection_name, owner_id, round(extract(epoch from expires_at - now())::numeric, 1) "
                 "from projection_locks order by 2"
             ) + self.psql(
-                "select 'horizon', pg_snapshot_xmin(pg_current_snapshot()), "
+                "select 'horizon', eventstore.visible_below(), "
                 "(select max(position) from eventstore.events), "
-                "(select count(*) from eventstore.events where position::text::xid8 >= pg_snapshot_xmin(pg_current_snapshot()))"
+                "(select count(*) from eventstore.events where position >= eventstore.visible_below())"
             )
         except RuntimeError as error:
             report = f"diagnostics failed: {error}\n"
