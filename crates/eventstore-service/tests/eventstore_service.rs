@@ -241,6 +241,11 @@ async fn a_relay_killed_mid_batch_loses_and_duplicates_nothing() {
         cursor, table[999].1.position,
         "the cursor stayed behind the unrecorded publishes"
     );
+    assert_eq!(
+        fx.recorded_stream_sequence().await,
+        1000,
+        "the recorded stream sequence is the cursor's"
+    );
 
     // Its lease expires; a new relay takes over and resumes without a duplicate or a gap.
     let (relay, _) = fx.relay(fx.relay_config(), fx.js.clone());
@@ -498,6 +503,8 @@ async fn subscribe_from_zero_delivers_every_event_once_across_the_switch_to_live
         "cairn_relay_lag_milliseconds",
         "cairn_relay_cursor_position",
         "cairn_relay_publish_errors_total",
+        "cairn_relay_stream_sequence",
+        "cairn_relay_stream_regressions_total",
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
     }
@@ -679,6 +686,17 @@ impl Fixture {
             .unwrap_or(0)
     }
 
+    /// The stream sequence recorded beside the durable cursor.
+    async fn recorded_stream_sequence(&self) -> u64 {
+        let sequence: i64 =
+            sqlx::query_scalar("SELECT stream_sequence FROM eventstore.relay_cursors WHERE stream = $1")
+                .bind(&self.stream)
+                .fetch_one(&self.db.pool)
+                .await
+                .unwrap();
+        sequence as u64
+    }
+
     /// Waits until the durable cursor has reached the table's last event.
     async fn cursor_at_head(&self) {
         let head = self.table().await.last().map_or(0, |(_, p)| p.position);
@@ -695,7 +713,7 @@ async fn publication_resumes_after_a_nats_restart_that_follows_a_quiet_period_lo
  {
     let mut nats = PrivateNats::start(None).await;
     let fx = Fixture::on(nats.client(None).await).await;
-    let (relay, _) = fx.relay(fx.short_window_config(), nats.jetstream(None).await);
+    let (relay, metrics) = fx.relay(fx.short_window_config(), nats.jetstream(None).await);
     let running = tokio::spawn(relay.run(fx.shutdown.clone()));
 
     let first = fx.write(2, 5).await;
@@ -712,6 +730,17 @@ async fn publication_resumes_after_a_nats_restart_that_follows_a_quiet_period_lo
     let all: Vec<EventId> = first.into_iter().chain(second).collect();
     let stream = fx.stream_events(all.len()).await;
     assert_once_in_order(&stream, &fx.table().await, &all);
+    fx.cursor_at_head().await;
+    assert_eq!(
+        fx.recorded_stream_sequence().await,
+        all.len() as u64,
+        "the cursor records the stream sequence of its last event"
+    );
+    assert_eq!(
+        metrics.stream_regressions.get(),
+        0,
+        "a restart is not a regression"
+    );
     fx.shutdown.cancel();
     running.await.unwrap().unwrap();
     fx.finish().await;
@@ -721,7 +750,7 @@ async fn publication_resumes_after_a_nats_restart_that_follows_a_quiet_period_lo
 async fn a_stream_that_lost_acknowledged_messages_gets_the_lost_tail_published_again() {
     let mut nats = PrivateNats::start(None).await;
     let fx = Fixture::on(nats.client(None).await).await;
-    let (relay, _) = fx.relay(fx.short_window_config(), nats.jetstream(None).await);
+    let (relay, metrics) = fx.relay(fx.short_window_config(), nats.jetstream(None).await);
     let running = tokio::spawn(relay.run(fx.shutdown.clone()));
 
     let first = fx.write(2, 100).await;
@@ -754,6 +783,13 @@ async fn a_stream_that_lost_acknowledged_messages_gets_the_lost_tail_published_a
     let all: Vec<EventId> = first.into_iter().chain(second).chain(third).collect();
     let stream = fx.stream_events(all.len()).await;
     assert_once_in_order(&stream, &fx.table().await, &all);
+    assert_eq!(
+        metrics.stream_regressions.get(),
+        1,
+        "the relay noticed that the stream lost acknowledged messages"
+    );
+    fx.cursor_at_head().await;
+    assert_eq!(fx.recorded_stream_sequence().await, all.len() as u64);
     fx.shutdown.cancel();
     running.await.unwrap().unwrap();
     fx.finish().await;
