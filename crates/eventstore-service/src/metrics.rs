@@ -19,6 +19,11 @@ pub struct RelayMetrics {
     pub cursor_position: Gauge,
     /// 1 while this replica holds the relay lease.
     pub leader: Gauge,
+    /// The stream sequence the next publish is fenced on (the stream's last sequence).
+    pub stream_sequence: Gauge,
+    /// Times reconciliation found the stream behind the recorded stream sequence: the stream lost
+    /// acknowledged messages, or was deleted and recreated. Each one is also logged as an error.
+    pub stream_regressions: Counter,
 }
 
 impl RelayMetrics {
@@ -53,6 +58,16 @@ impl RelayMetrics {
             "cairn_relay_leader",
             "1 while this replica holds the relay lease",
             self.leader.clone(),
+        );
+        registry.register(
+            "cairn_relay_stream_sequence",
+            "Stream sequence the next publish expects as the stream's last",
+            self.stream_sequence.clone(),
+        );
+        registry.register(
+            "cairn_relay_stream_regressions",
+            "Times the stream was found behind the recorded stream sequence (lost acknowledged messages, or deleted and recreated)",
+            self.stream_regressions.clone(),
         );
     }
 }

@@ -28,9 +28,14 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Self {
+        Self::on(async_nats::connect(cairn_testkit::nats_url()).await.unwrap()).await
+    }
+
+    /// A fixture whose own reads of the stream go through `client` (the shared server or a
+    /// [`PrivateNats`]).
+    async fn on(client: async_nats::Client) -> Self {
         let db = TestDb::new(24).await.unwrap();
         let store = PgEventStore::new(db.pool.clone());
-        let client = async_nats::connect(cairn_testkit::nats_url()).await.unwrap();
         let js = jetstream::new(client);
         let (stream, prefix) = cairn_testkit::unique_stream();
         let shutdown = CancellationToken::new();
@@ -131,13 +136,15 @@ impl Fixture {
 
     /// Waits until the stream holds `expected` messages, then reads them all in stream order.
     async fn stream_events(&self, expected: usize) -> Vec<(EventId, Position)> {
-        eventually(
+        if let Err(error) = eventually(
             &format!("the stream to hold {expected} messages"),
             DEADLINE,
             || async { Ok((self.stream_count().await >= expected as u64).then_some(())) },
         )
         .await
-        .unwrap();
+        {
+            panic!("{error}; it holds {}", self.stream_count().await);
+        }
         let stream = self.js.get_stream(&self.stream).await.unwrap();
         let consumer = stream
             .create_consumer(pull::OrderedConfig::default())
@@ -233,6 +240,11 @@ async fn a_relay_killed_mid_batch_loses_and_duplicates_nothing() {
     assert_eq!(
         cursor, table[999].1.position,
         "the cursor stayed behind the unrecorded publishes"
+    );
+    assert_eq!(
+        fx.recorded_stream_sequence().await,
+        1000,
+        "the recorded stream sequence is the cursor's"
     );
 
     // Its lease expires; a new relay takes over and resumes without a duplicate or a gap.
@@ -491,6 +503,8 @@ async fn subscribe_from_zero_delivers_every_event_once_across_the_switch_to_live
         "cairn_relay_lag_milliseconds",
         "cairn_relay_cursor_position",
         "cairn_relay_publish_errors_total",
+        "cairn_relay_stream_sequence",
+        "cairn_relay_stream_regressions_total",
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
     }
@@ -499,5 +513,356 @@ async fn subscribe_from_zero_delivers_every_event_once_across_the_switch_to_live
 
     fx.shutdown.cancel();
     service.wait().await.unwrap();
+    fx.finish().await;
+}
+
+/// A nats-server process that one test owns: its own port and store directory, so the test can
+/// stop it and start it again on the same store without touching the machine's shared server.
+/// The binary is `CAIRN_TEST_NATS_SERVER`, else `nats-server` on the `PATH`, else
+/// `/usr/sbin/nats-server`. The process is killed and its directory removed on drop.
+struct PrivateNats {
+    binary: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    port: u16,
+    /// A configuration file (accounts, permissions) instead of plain `-js`, if given.
+    config: Option<String>,
+    child: Option<tokio::process::Child>,
+}
+
+impl PrivateNats {
+    async fn start(config: Option<&str>) -> Self {
+        let binary = std::env::var_os("CAIRN_TEST_NATS_SERVER")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                    .map(|dir| dir.join("nats-server"))
+                    .find(|path| path.is_file())
+            })
+            .unwrap_or_else(|| "/usr/sbin/nats-server".into());
+        assert!(binary.is_file(), "no nats-server binary at {}", binary.display());
+        let dir = std::env::temp_dir().join(format!("cairn-test-nats-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(dir.join("store")).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut nats = Self {
+            binary,
+            dir,
+            port,
+            config: config.map(str::to_owned),
+            child: None,
+        };
+        nats.start_again().await;
+        nats
+    }
+
+    fn store(&self) -> std::path::PathBuf {
+        self.dir.join("store")
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// A client of this server (user and password if the configuration has accounts). It
+    /// reconnects by itself across restarts, as the service's client does.
+    async fn client(&self, user: Option<(&str, &str)>) -> async_nats::Client {
+        let options = match user {
+            Some((user, password)) => {
+                async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+            }
+            None => async_nats::ConnectOptions::new(),
+        };
+        options.connect(self.url()).await.unwrap()
+    }
+
+    /// A JetStream context with a short request timeout, as the service builds it.
+    async fn jetstream(&self, user: Option<(&str, &str)>) -> jetstream::Context {
+        jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(1))
+            .build(self.client(user).await)
+    }
+
+    /// Starts the server (again) on the same port and store, and waits until it answers
+    /// JetStream requests.
+    async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the private nats-server is already running");
+        let mut command = tokio::process::Command::new(&self.binary);
+        command.kill_on_drop(true);
+        command.arg("-l").arg(self.dir.join("nats.log"));
+        match &self.config {
+            Some(config) => {
+                let text = config
+                    .replace("{PORT}", &self.port.to_string())
+                    .replace("{STORE}", &self.store().display().to_string());
+                let path = self.dir.join("nats.conf");
+                std::fs::write(&path, text).unwrap();
+                command.arg("-c").arg(path);
+            }
+            None => {
+                command
+                    .args(["-js", "-a", "127.0.0.1", "-p"])
+                    .arg(self.port.to_string())
+                    .arg("-sd")
+                    .arg(self.store());
+            }
+        }
+        self.child = Some(command.spawn().unwrap());
+        let url = self.url();
+        let admin = self.config.is_some();
+        eventually("the private nats-server to serve JetStream", DEADLINE, || {
+            let url = url.clone();
+            async move {
+                let options = if admin {
+                    async_nats::ConnectOptions::with_user_and_password("admin".into(), "admin".into())
+                } else {
+                    async_nats::ConnectOptions::new()
+                };
+                let Ok(client) = options.connect(url).await else {
+                    return Ok(None);
+                };
+                // The account-info request (answered once JetStream is up); read as plain JSON,
+                // since the client's typed answer expects fields older servers do not send.
+                let ready = match client.request("$JS.API.INFO", "".into()).await {
+                    Ok(reply) => serde_json::from_slice::<serde_json::Value>(&reply.payload)
+                        .is_ok_and(|info| info.get("error").is_none()),
+                    Err(_) => false,
+                };
+                let _ = client.drain().await;
+                Ok(ready.then_some(()))
+            }
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Stops the server the way an operator does (SIGTERM) and waits until the process is gone.
+    async fn stop(&mut self) {
+        let mut child = self.child.take().expect("the private nats-server is not running");
+        let pid = child.id().expect("the private nats-server already exited");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM {pid} failed");
+        tokio::time::timeout(DEADLINE, child.wait())
+            .await
+            .expect("the private nats-server did not stop")
+            .unwrap();
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The duplicate window of the stream in the private-server tests: short, so that a quiet period
+/// longer than it fits in a test. (The service's configuration insists on at least 120 s; the
+/// relay itself takes what it is given.)
+const SHORT_WINDOW: Duration = Duration::from_secs(2);
+
+impl Fixture {
+    fn short_window_config(&self) -> RelayConfig {
+        RelayConfig {
+            duplicate_window: SHORT_WINDOW,
+            ..self.relay_config()
+        }
+    }
+
+    /// The durable cursor's transaction position (0 before the relay's first lease).
+    async fn cursor_position(&self) -> i64 {
+        sqlx::query_scalar("SELECT position FROM eventstore.relay_cursors WHERE stream = $1")
+            .bind(&self.stream)
+            .fetch_optional(&self.db.pool)
+            .await
+            .unwrap()
+            .unwrap_or(0)
+    }
+
+    /// The stream sequence recorded beside the durable cursor.
+    async fn recorded_stream_sequence(&self) -> u64 {
+        let sequence: i64 =
+            sqlx::query_scalar("SELECT stream_sequence FROM eventstore.relay_cursors WHERE stream = $1")
+                .bind(&self.stream)
+                .fetch_one(&self.db.pool)
+                .await
+                .unwrap();
+        sequence as u64
+    }
+
+    /// Waits until the durable cursor has reached the table's last event.
+    async fn cursor_at_head(&self) {
+        let head = self.table().await.last().map_or(0, |(_, p)| p.position);
+        eventually("the relay's cursor to reach the head", DEADLINE, || async {
+            Ok((self.cursor_position().await >= head).then_some(()))
+        })
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publication_resumes_after_a_nats_restart_that_follows_a_quiet_period_longer_than_the_duplicate_window()
+ {
+    let mut nats = PrivateNats::start(None).await;
+    let fx = Fixture::on(nats.client(None).await).await;
+    let (relay, metrics) = fx.relay(fx.short_window_config(), nats.jetstream(None).await);
+    let running = tokio::spawn(relay.run(fx.shutdown.clone()));
+
+    let first = fx.write(2, 5).await;
+    fx.stream_events(first.len()).await;
+    fx.cursor_at_head().await;
+
+    // The scenario itself, not a synchronisation: nothing is written for longer than the
+    // duplicate window, so that on restart JetStream no longer remembers the last message's id.
+    tokio::time::sleep(SHORT_WINDOW * 2).await;
+    nats.stop().await;
+    nats.start_again().await;
+
+    let second = fx.write(2, 5).await;
+    let all: Vec<EventId> = first.into_iter().chain(second).collect();
+    let stream = fx.stream_events(all.len()).await;
+    assert_once_in_order(&stream, &fx.table().await, &all);
+    fx.cursor_at_head().await;
+    assert_eq!(
+        fx.recorded_stream_sequence().await,
+        all.len() as u64,
+        "the cursor records the stream sequence of its last event"
+    );
+    assert_eq!(
+        metrics.stream_regressions.get(),
+        0,
+        "a restart is not a regression"
+    );
+    fx.shutdown.cancel();
+    running.await.unwrap().unwrap();
+    fx.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_that_lost_acknowledged_messages_gets_the_lost_tail_published_again() {
+    let mut nats = PrivateNats::start(None).await;
+    let fx = Fixture::on(nats.client(None).await).await;
+    let (relay, metrics) = fx.relay(fx.short_window_config(), nats.jetstream(None).await);
+    let running = tokio::spawn(relay.run(fx.shutdown.clone()));
+
+    let first = fx.write(2, 100).await;
+    fx.stream_events(first.len()).await;
+    fx.cursor_at_head().await;
+    // A copy of the store as it is now stands for what a host crash leaves on disk: JetStream
+    // acknowledges before it fsyncs, so the messages published after this point are the
+    // acknowledged tail such a crash loses.
+    nats.stop().await;
+    let snapshot = nats.dir.join("snapshot");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(nats.store())
+        .arg(&snapshot)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    nats.start_again().await;
+
+    let second = fx.write(2, 150).await;
+    fx.stream_events(first.len() + second.len()).await;
+    fx.cursor_at_head().await;
+
+    nats.stop().await;
+    std::fs::remove_dir_all(nats.store()).unwrap();
+    std::fs::rename(&snapshot, nats.store()).unwrap();
+    nats.start_again().await;
+
+    let third = fx.write(2, 50).await;
+    let all: Vec<EventId> = first.into_iter().chain(second).chain(third).collect();
+    let stream = fx.stream_events(all.len()).await;
+    assert_once_in_order(&stream, &fx.table().await, &all);
+    assert_eq!(
+        metrics.stream_regressions.get(),
+        1,
+        "the relay noticed that the stream lost acknowledged messages"
+    );
+    fx.cursor_at_head().await;
+    assert_eq!(fx.recorded_stream_sequence().await, all.len() as u64);
+    fx.shutdown.cancel();
+    running.await.unwrap().unwrap();
+    fx.finish().await;
+}
+
+/// Accounts for [`PrivateNats`]: `admin` may do everything; `relay` may do everything but read a
+/// message by sequence, so every lookup of the stream's last message fails (with a permissions
+/// violation, which the client sees as a request timeout) while publishing still works.
+const NO_MESSAGE_GET: &str = r#"
+listen: 127.0.0.1:{PORT}
+jetstream { store_dir: "{STORE}" }
+accounts {
+  CAIRN {
+    jetstream: enabled
+    users: [
+      { user: admin, password: admin }
+      { user: relay, password: relay, permissions: { publish: { allow: [">"], deny: ["$JS.API.STREAM.MSG.GET.>"] } } }
+    ]
+  }
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_relay_that_cannot_look_up_the_streams_last_message_publishes_nothing_rather_than_duplicates() {
+    let nats = PrivateNats::start(Some(NO_MESSAGE_GET)).await;
+    let admin = Some(("admin", "admin"));
+    let fx = Fixture::on(nats.client(admin).await).await;
+    let written = fx.write(4, 500).await;
+
+    // A relay publishes 1,500 events and dies having recorded only the first 1,000.
+    let mut config = fx.short_window_config();
+    config.abort_after_publishes = Some(1500);
+    let (relay, _) = fx.relay(config, nats.jetstream(admin).await);
+    match relay.run(fx.shutdown.clone()).await {
+        Err(RelayError::Aborted(1500)) => {}
+        other => panic!("expected the hook to abort after 1500 publishes, got {other:?}"),
+    }
+    assert_eq!(fx.stream_count().await, 1500);
+    // The scenario, not a synchronisation: the unrecorded publishes age out of the duplicate
+    // window, so JetStream would store a second copy of each.
+    tokio::time::sleep(SHORT_WINDOW * 2).await;
+
+    // The next relay cannot read the stream's last message. It must not guess where the stream
+    // ends: it reports the failure and publishes nothing.
+    let blind_shutdown = CancellationToken::new();
+    // (Its lease outlives a few timed-out requests, as the service's default of 5 s does.)
+    let config = RelayConfig {
+        lease_ttl: Duration::from_secs(5),
+        ..fx.short_window_config()
+    };
+    let (relay, metrics) = fx.relay(config, nats.jetstream(Some(("relay", "relay"))).await);
+    let blind = tokio::spawn(relay.run(blind_shutdown.clone()));
+    eventually(
+        "the relay to fail its reconciliation twice, or to publish",
+        DEADLINE,
+        || async { Ok((metrics.publish_errors.get() >= 2 || fx.stream_count().await > 1500).then_some(())) },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        fx.stream_count().await,
+        1500,
+        "a relay that could not tell where the stream ends published anyway"
+    );
+    blind_shutdown.cancel();
+    blind.await.unwrap().unwrap();
+
+    // Once the lookup works, publication resumes where the stream really ends.
+    let (relay, _) = fx.relay(fx.short_window_config(), nats.jetstream(admin).await);
+    let running = tokio::spawn(relay.run(fx.shutdown.clone()));
+    let stream = fx.stream_events(written.len()).await;
+    assert_once_in_order(&stream, &fx.table().await, &written);
+    fx.shutdown.cancel();
+    running.await.unwrap().unwrap();
     fx.finish().await;
 }
