@@ -1101,19 +1101,40 @@ async fn positions_keep_rising_after_a_restore_into_a_new_cluster() {
     )
     .await
     .unwrap();
-    let (stream, prefix, keys) = (stack.stream.clone(), stack.prefix.clone(), stack.keys.clone());
-    let source = stack.stop_services().await;
-
+    // An online backup; then the source goes on and publishes two more events that the backup
+    // lacks, as happens when a database is restored from its last backup.
     let cluster = cairn_testkit::PrivateCluster::start(&[]).unwrap();
-    let target = TestDb::empty_on(&cluster.url(), 16).await.unwrap();
-    let dump = std::env::temp_dir().join(format!("{}.dump", source.name));
+    let dump = std::env::temp_dir().join(format!("{}.dump", stack.db.name));
     let status = std::process::Command::new(cluster.bin().join("pg_dump"))
         .args(["-Fc", "-f"])
         .arg(&dump)
-        .arg(plain_url(&source.url))
+        .arg(plain_url(&stack.db.url))
         .status()
         .unwrap();
     assert!(status.success(), "pg_dump failed");
+    for name in ["after-backup-1", "after-backup-2"] {
+        users.add_human_user(authed(&token, human(name))).await.unwrap();
+    }
+    cairn_testkit::eventually(
+        "the events after the backup to reach the stream",
+        std::time::Duration::from_secs(30),
+        || published(stack.db.pool.clone(), stack.stream.clone()),
+    )
+    .await
+    .unwrap();
+    let in_stream = js
+        .get_stream(&stack.stream)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages;
+    let (stream, prefix, keys) = (stack.stream.clone(), stack.prefix.clone(), stack.keys.clone());
+    let source = stack.stop_services().await;
+
+    let target = TestDb::empty_on(&cluster.url(), 16).await.unwrap();
     let status = std::process::Command::new(cluster.bin().join("pg_restore"))
         .args(["--no-owner", "-d"])
         .arg(plain_url(&target.url))
@@ -1160,14 +1181,43 @@ async fn positions_keep_rising_after_a_restore_into_a_new_cluster() {
         .user
         .unwrap();
     assert_eq!(got.user_name, "after-restore");
-    // And it reaches the stream, after the events published before the backup.
+    // And it reaches the stream, after everything the stream held, the events the backup lacks
+    // included: the relay found the stream ahead of the store and new positions were raised
+    // above it.
+    let written_since: i64 = sqlx::query_scalar("SELECT count(*) FROM eventstore.events WHERE position > $1")
+        .bind(before.position)
+        .fetch_one(&restored.db.pool)
+        .await
+        .unwrap();
+    let stream = js.get_stream(&restored.stream).await.unwrap();
     cairn_testkit::eventually(
-        "the new events to reach the stream",
+        "the events written after the restore to reach the stream",
         std::time::Duration::from_secs(30),
-        || published(restored.db.pool.clone(), restored.stream.clone()),
+        || {
+            let mut stream = stream.clone();
+            async move {
+                let messages = stream.info().await?.state.messages;
+                Ok((messages == in_stream + written_since as u64).then_some(()))
+            }
+        },
     )
     .await
     .unwrap();
+    let last = stream
+        .get_last_raw_message_by_subject(&format!("{}.>", restored.prefix))
+        .await;
+    let last_position: i64 = last
+        .unwrap()
+        .headers
+        .get("Cairn-Position")
+        .unwrap()
+        .as_str()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        last_position, position.position,
+        "the stream ends with the new event"
+    );
     restored.stop().await;
     drop(cluster);
 }
