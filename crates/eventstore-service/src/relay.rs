@@ -530,13 +530,48 @@ impl Relay {
             }
         };
         let header = |name: &str| message.headers.get(name).map(|v| v.as_str().to_owned());
-        match (header(HEADER_POSITION), header(HEADER_OFFSET)) {
-            (Some(p), Some(o)) => Ok(LastMessage::At(Position::new(
+        let position = match (header(HEADER_POSITION), header(HEADER_OFFSET)) {
+            (Some(p), Some(o)) => Position::new(
                 p.parse().map_err(|_| "bad position header")?,
                 o.parse().map_err(|_| "bad offset header")?,
-            ))),
-            _ => Err("the stream's last message has no position".to_owned()),
+            ),
+            _ => return Err("the stream's last message has no position".to_owned()),
+        };
+        let id = header(async_nats::header::NATS_MESSAGE_ID.as_ref())
+            .and_then(|v| v.parse::<uuid::Uuid>().ok())
+            .ok_or("the stream's last message has no event id")?;
+        let stored: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM eventstore.events WHERE position = $1 AND in_tx_order = $2 AND id = $3)",
+        )
+        .bind(position.position)
+        .bind(position.offset)
+        .bind(id)
+        .fetch_one(self.store.pool())
+        .await
+        .map_err(|e| format!("cannot look up the stream's last event in the store: {e}"))?;
+        if stored {
+            return Ok(LastMessage::At(position));
         }
+        // The stream ends with an event the store does not hold: the database was restored from a
+        // backup older than the stream. New events must land above what the stream holds (or a
+        // cursor moved up to the stream's end would pass them), and the cursor must not move up to
+        // a position the store never published from: resume after the recorded cursor, as when
+        // the last message is gone (events the stream already holds may be published again;
+        // none is lost).
+        let base = cairn_migrations::raise_position_base(self.store.pool(), position.position)
+            .await
+            .map_err(|e| format!("cannot raise the position base: {e}"))?;
+        tracing::error!(
+            stream_position = %position,
+            event_id = %id,
+            base_before = base.before,
+            base_after = base.after,
+            "the stream ends with an event the store does not hold (a restore from a backup older \
+             than the stream?); new events are placed above it and publishing resumes after the \
+             relay's recorded cursor"
+        );
+        self.metrics.stream_regressions.inc();
+        Ok(LastMessage::Gone)
     }
 
     async fn update_lag(&self, cursor: Position) {
