@@ -206,9 +206,9 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         format!("Bearer {}", stack.admin.token.as_str()).parse()?,
     );
     groups.add_members(add_members).await?;
-    // Four writers PATCH one group: a write that meets another's change is answered 409 (after one
-    // server-side retry), and the client sends it again, as a SCIM client must; the latency is the
-    // client's, retries included, and the retries are counted.
+    // Four writers PATCH one group: a write that meets another's change is answered 409 (after up to
+    // ten server-side retries), and the client sends it again, as a SCIM client must; the latency is
+    // the client's, retries included, and the retries are counted.
     let conflicts = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let patches = {
         let (stack, token, seeded, group_id, conflicts) = (
