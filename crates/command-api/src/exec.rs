@@ -407,6 +407,15 @@ impl Executor {
     }
 }
 
+/// Maps the conflict of a create with a caller-chosen id (expected sequence 0, the aggregate
+/// exists) to `ALREADY_EXISTS` naming `what` ("a user").
+pub fn already_exists(what: &'static str) -> impl Fn(ApiError) -> ApiError {
+    move |error| match error {
+        ApiError::Aborted(_) => ApiError::AlreadyExists(format!("{what} with this id already exists")),
+        other => other,
+    }
+}
+
 /// Serialises commands that make users members against the removal of those users, so that a
 /// removed user can never stay a member of a group (the removal takes the user out of every group
 /// it is in, and a concurrent add must not slip in between): a command that adds members takes a

@@ -4,7 +4,7 @@ use crate::api::Api;
 use crate::auth::{Caller, Permission};
 use crate::convert::{Parser, details, min_position, opt, timestamp};
 use crate::error::ApiError;
-use crate::exec::{Plan, Written, lock_users};
+use crate::exec::{Plan, Written, already_exists, lock_users};
 use crate::users::target_org;
 use cairn_domain::group::{AddGroup, GroupChange};
 use cairn_domain::{Aggregate, AggregateId, DisplayName, Group};
@@ -244,12 +244,7 @@ impl GroupService for Groups {
                             Ok(Plan::new(decision, org))
                         })
                         .await
-                        .map_err(|e| match e {
-                            ApiError::Aborted(_) => {
-                                ApiError::AlreadyExists("a group with this id already exists".into())
-                            }
-                            other => other,
-                        })?;
+                        .map_err(already_exists("a group"))?;
                     let response = pb::GroupResponse {
                         group: Some(group_to_pb(&written.state, written.state.sequence())),
                         details: Some(details(&written.events, written.state.sequence(), Some(org))),

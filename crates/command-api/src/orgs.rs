@@ -4,7 +4,7 @@ use crate::api::Api;
 use crate::auth::{Caller, Permission};
 use crate::convert::{Parser, details, min_position, opt, timestamp};
 use crate::error::ApiError;
-use crate::exec::{Plan, Written};
+use crate::exec::{Plan, Written, already_exists};
 use cairn_domain::{Aggregate, AggregateId, DisplayName, DomainName, Org, OrgState};
 use cairn_proto::org::v1 as pb;
 use cairn_proto::org::v1::org_service_server::OrgService;
@@ -144,12 +144,7 @@ impl OrgService for Orgs {
                             Ok(Plan::new(org.add(name.clone())?, id))
                         })
                         .await
-                        .map_err(|e| match e {
-                            ApiError::Aborted(_) => {
-                                ApiError::AlreadyExists("an organisation with this id already exists".into())
-                            }
-                            other => other,
-                        })?;
+                        .map_err(already_exists("an organisation"))?;
                     let response = pb::OrgResponse {
                         org: Some(org_to_pb(&written.state)),
                         details: Some(details(&written.events, written.state.sequence(), Some(id))),

@@ -7,7 +7,7 @@ use crate::convert::{
 };
 use crate::email::{code_matches, new_code, set_email_decision};
 use crate::error::ApiError;
-use crate::exec::{Plan, Written, lock_users};
+use crate::exec::{Plan, Written, already_exists, lock_users};
 use cairn_domain::user::{AddHumanUser, AddMachineUser, AddPat, ProfileChange, ReplaceHumanUser};
 use cairn_domain::{
     Aggregate, AggregateId, DisplayName, EmailAddress, Group, Org, PasswordHash, PhoneNumber, User, UserName,
@@ -255,12 +255,7 @@ impl UserService for Users {
                             Ok(Plan::new(user.add_human(command.clone())?, org))
                         })
                         .await
-                        .map_err(|e| match e {
-                            ApiError::Aborted(_) => {
-                                ApiError::AlreadyExists("a user with this id already exists".into())
-                            }
-                            other => other,
-                        })?;
+                        .map_err(already_exists("a user"))?;
                     let created = written.events.first().map(|e| e.created_at);
                     let response = pb::UserResponse {
                         user: Some(user_to_pb(&written.state, created, created)),
@@ -318,12 +313,7 @@ impl UserService for Users {
                             Ok(Plan::new(user.add_machine(command.clone())?, org))
                         })
                         .await
-                        .map_err(|e| match e {
-                            ApiError::Aborted(_) => {
-                                ApiError::AlreadyExists("a user with this id already exists".into())
-                            }
-                            other => other,
-                        })?;
+                        .map_err(already_exists("a user"))?;
                     Ok((tx, user_response(&written, org), written.position()))
                 },
             )

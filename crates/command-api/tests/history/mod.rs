@@ -161,19 +161,7 @@ fn request<T>(token: &str, message: T, key: Option<&str>) -> Request<T> {
 fn human(id: AggregateId, name: &str) -> user::AddHumanUserRequest {
     user::AddHumanUserRequest {
         user_id: id.to_string(),
-        user_name: name.into(),
-        profile: Some(user::HumanProfile {
-            display_name: format!("User {name}"),
-            emails: vec![user::Email {
-                value: format!("{name}@example.com"),
-                r#type: "work".into(),
-                primary: true,
-                verified: false,
-                display: String::new(),
-            }],
-            ..Default::default()
-        }),
-        ..Default::default()
+        ..super::human(name)
     }
 }
 
