@@ -574,6 +574,77 @@ async fn two_replicas_send_every_message_exactly_once() {
     stack.stop().await;
 }
 
+/// Guarantee 10 with a slow SMTP server and no crash: every reply comes 1.2 s late, so one send
+/// (greeting, EHLO, MAIL, RCPT, DATA, final reply) takes about 7 s, longer than the 5 s claim.
+/// Each command answers well within the 2 s command timeout, so nothing fails; the claim must
+/// still not pass to another sender mid-send. Two replicas with two workers each (one worker
+/// idle, ready to take over an expired claim); each of three codes arrives exactly once and its
+/// record says sent after one attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_smtp_server_never_gets_a_second_copy_of_a_code() {
+    let stack = Stack::start().await;
+    let sink = Sink::started(&["--delay", "1.2"]).await;
+    let config = || {
+        let mut config = stack.notifier_config(sink.port);
+        config.smtp_timeout_secs = 2;
+        config.claim_ttl_secs = 5;
+        config.concurrency = 2;
+        config
+    };
+    let a = stack.notifier(config()).await;
+    let b = stack.notifier(config()).await;
+    let mut users = Vec::new();
+    for name in ["ada", "bob", "cy"] {
+        let id = stack.add_user(name, "en").await;
+        stack
+            .set_email(&id, &format!("{name}@slow.test"), user::EmailVerification::SendCode)
+            .await;
+        users.push((name, id));
+    }
+    // Done when every record is sent and every claim made on it has come to an outcome (an
+    // acceptance, a retry, a failure or a skip counted by some replica): a sender that took a
+    // claim over mid-send has finished its own copy by then.
+    eventually("every delivery sent and every claim concluded", WAIT, || async {
+        let mut claims = 0;
+        for (_, id) in &users {
+            let Some(row) = stack.deliveries(id).await.pop() else {
+                return Ok(None);
+            };
+            if row.status != "sent" {
+                return Ok(None);
+            }
+            claims += i64::from(row.attempts);
+        }
+        let outcomes: i64 = [&a, &b]
+            .iter()
+            .map(|n| {
+                let m = &n.metrics;
+                (m.sent.get() + m.retries.get() + m.failed.get() + m.skipped.get()) as i64
+            })
+            .sum();
+        Ok((outcomes >= claims).then_some(()))
+    })
+    .await
+    .unwrap();
+    for (name, id) in &users {
+        let address = format!("{name}@slow.test");
+        let copies = sink.messages_to(&address);
+        let row = stack.deliveries(id).await.pop().unwrap();
+        assert_eq!(
+            copies.len(),
+            1,
+            "exactly one message for {address}; its record: {row:?}; offered RCPT {:?}",
+            sink.rcpts()
+        );
+        assert_eq!(copies[0]["message_id"].as_str().unwrap(), row.message_id);
+        assert_eq!((row.status.as_str(), row.attempts), ("sent", 1), "{row:?}");
+    }
+    assert_eq!(a.metrics.sent.get() + b.metrics.sent.get(), 3);
+    a.stop().await;
+    b.stop().await;
+    stack.stop().await;
+}
+
 /// An instance's template override, set over the notifier's gRPC API, is what German users get;
 /// an override that would hide the code is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
