@@ -597,13 +597,17 @@ async fn a_slow_smtp_server_never_gets_a_second_copy_of_a_code() {
     for name in ["ada", "bob", "cy"] {
         let id = stack.add_user(name, "en").await;
         stack
-            .set_email(&id, &format!("{name}@slow.test"), user::EmailVerification::SendCode)
+            .set_email(
+                &id,
+                &format!("{name}@slow.test"),
+                user::EmailVerification::SendCode,
+            )
             .await;
         users.push((name, id));
     }
     // Done when every record is sent and every claim made on it has come to an outcome (an
-    // acceptance, a retry, a failure or a skip counted by some replica): a sender that took a
-    // claim over mid-send has finished its own copy by then.
+    // acceptance, a retry, a failure, a skip or a send abandoned because the claim was lost,
+    // counted by some replica): a sender that took a claim over mid-send has finished by then.
     eventually("every delivery sent and every claim concluded", WAIT, || async {
         let mut claims = 0;
         for (_, id) in &users {
@@ -619,7 +623,8 @@ async fn a_slow_smtp_server_never_gets_a_second_copy_of_a_code() {
             .iter()
             .map(|n| {
                 let m = &n.metrics;
-                (m.sent.get() + m.retries.get() + m.failed.get() + m.skipped.get()) as i64
+                (m.sent.get() + m.retries.get() + m.failed.get() + m.skipped.get() + m.claims_lost.get())
+                    as i64
             })
             .sum();
         Ok((outcomes >= claims).then_some(()))
@@ -642,6 +647,58 @@ async fn a_slow_smtp_server_never_gets_a_second_copy_of_a_code() {
     assert_eq!(a.metrics.sent.get() + b.metrics.sent.get(), 3);
     a.stop().await;
     b.stop().await;
+    stack.stop().await;
+}
+
+/// The check right before DATA: while a sender talks to a slow server, its claim is taken over
+/// (as happens when its renewals could not reach the database for a whole TTL). It abandons the
+/// transaction without sending the message body; the new claim's holder delivers the only copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sender_whose_claim_was_taken_over_never_sends_the_message_body() {
+    let stack = Stack::start().await;
+    let sink = Sink::started(&["--delay", "1.5"]).await;
+    let mut config = stack.notifier_config(sink.port);
+    config.concurrency = 1;
+    let notifier = stack.notifier(config).await;
+    let ada = stack.add_user("ada", "en").await;
+    stack
+        .set_email(&ada, "ada@slow.test", user::EmailVerification::SendCode)
+        .await;
+    // The server has been offered the recipient and holds back its reply for 1.5 s: the sender
+    // is between RCPT and DATA. Another owner takes the claim for two seconds.
+    eventually("the recipient offered", WAIT, || async {
+        Ok(sink.rcpts().iter().any(|r| r == "ada@slow.test").then_some(()))
+    })
+    .await
+    .unwrap();
+    let taken = sqlx::query(
+        "UPDATE notification.deliveries SET claimed_by = gen_random_uuid(), \
+           claim_expires_at = clock_timestamp() + interval '2 seconds' \
+         WHERE user_id = $1::uuid AND status = 'sending'",
+    )
+    .bind(&ada)
+    .execute(&stack.db.pool)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(taken, 1);
+    eventually("the first sender to give up its send", WAIT, || async {
+        Ok((notifier.metrics.claims_lost.get() == 1).then_some(()))
+    })
+    .await
+    .unwrap();
+    assert!(
+        sink.messages_to("ada@slow.test").is_empty(),
+        "no body after a lost claim"
+    );
+    assert_eq!(notifier.metrics.sent.get(), 0);
+
+    // The foreign claim expires unrecorded; the delivery is claimed again and sent once.
+    let sent = stack.wait_status(&ada, "sent").await;
+    assert_eq!(sent.attempts, 2, "{sent:?}");
+    assert_eq!(sink.messages_to("ada@slow.test").len(), 1);
+    assert_eq!(notifier.metrics.sent.get(), 1);
+    notifier.stop().await;
     stack.stop().await;
 }
 
