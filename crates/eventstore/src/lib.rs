@@ -16,7 +16,7 @@ mod snapshot;
 
 pub use error::StoreError;
 pub use filter::{EventFilter, MAX_FILTER_LIMIT};
-pub use listen::CommitListener;
+pub use listen::{CommitListener, Heard, ReconnectBackoff, listen_forever};
 pub use memory::MemoryEventStore;
 pub use pg::{IDLE_IN_TRANSACTION_TIMEOUT, NOTIFY_CHANNEL, PgEventStore, connect_options, migrate};
 pub use push::{AggregatePush, ExpectedSequence, MAX_PAYLOAD_BYTES, Push, UniqueOp};

@@ -23,7 +23,7 @@ use crate::intake::PROJECTION_NAME;
 use crate::smtp;
 use crate::transport::{SendError, Server, Transports};
 use cairn_domain::Clock;
-use cairn_eventstore::PgEventStore;
+use cairn_eventstore::{Heard, PgEventStore};
 use cairn_mail::Templates;
 use cairn_secrets::Keyring;
 use lettre::address::Envelope;
@@ -210,12 +210,13 @@ const UNCONFIRMED: &str =
     "; the server may have accepted the message, so the next attempt can deliver a second copy";
 
 impl Sender {
-    /// Runs the wake-up listener and `concurrency` workers until `shutdown`; in-flight sends finish
-    /// and are recorded first.
+    /// Runs the wake-up listener, the queue-depth gauge and `concurrency` workers until
+    /// `shutdown`; in-flight sends finish and are recorded first.
     pub async fn run(self, shutdown: CancellationToken) {
         let wake = Arc::new(Notify::new());
         let mut tasks = JoinSet::new();
         tasks.spawn(listen(self.clone(), wake.clone(), shutdown.clone()));
+        tasks.spawn(measure_queue(self.clone(), shutdown.clone()));
         for worker in 0..self.config.concurrency {
             tasks.spawn(self.clone().work(worker, wake.clone(), shutdown.clone()));
         }
@@ -496,63 +497,37 @@ impl Sender {
     }
 }
 
-/// Wakes the workers when the intake commits (its `NOTIFY` on `cairn_projections`), and keeps the
-/// queue-depth gauge current.
+/// Wakes the workers when the intake commits (its `NOTIFY` on `cairn_projections`), and after
+/// every (re)connection of the listener, since commits may have been missed meanwhile.
 async fn listen(sender: Sender, wake: Arc<Notify>, shutdown: CancellationToken) {
     let prefix = format!("{PROJECTION_NAME}:");
-    let poll = Duration::from_millis(sender.config.poll_ms).max(Duration::from_millis(500));
-    let mut backoff = Duration::from_millis(100);
-    while !shutdown.is_cancelled() {
-        let mut listener = match sqlx::postgres::PgListener::connect_with(&sender.pool).await {
-            Ok(mut listener) => match listener.listen(cairn_projection::PROJECTION_CHANNEL).await {
-                Ok(()) => listener,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot LISTEN for intake commits; workers poll");
-                    pause(backoff, &shutdown).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            },
-            Err(error) => {
-                tracing::warn!(%error, "cannot LISTEN for intake commits; workers poll");
-                pause(backoff, &shutdown).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(100);
-        // The listener may have missed commits while it connected.
-        wake.notify_waiters();
-        // An interval, not a sleep per loop, so a stream of notifications cannot starve the gauge.
-        let mut gauge = tokio::time::interval(poll);
-        gauge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let received = tokio::select! {
-                received = listener.recv() => received,
-                _ = gauge.tick() => {
-                    if let Ok(depth) = deliveries::queue_depth(&sender.pool).await {
-                        sender.metrics.queue_depth.set(depth);
-                    }
-                    continue;
-                }
-                _ = shutdown.cancelled() => return,
-            };
-            match received {
-                Ok(notification) if notification.payload().starts_with(&prefix) => wake.notify_waiters(),
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "lost the LISTEN connection; reconnecting");
-                    break;
-                }
-            }
-        }
-    }
+    cairn_eventstore::listen_forever(
+        &sender.pool,
+        cairn_projection::PROJECTION_CHANNEL,
+        "intake commits",
+        &shutdown,
+        |heard| match heard {
+            Heard::Listening => wake.notify_waiters(),
+            Heard::Notification(n) if n.payload().starts_with(&prefix) => wake.notify_waiters(),
+            Heard::Notification(_) | Heard::Lost => {}
+        },
+    )
+    .await;
 }
 
-async fn pause(duration: Duration, shutdown: &CancellationToken) {
-    tokio::select! {
-        _ = tokio::time::sleep(duration) => {} // retry backoff
-        _ = shutdown.cancelled() => {}
+/// Keeps the queue-depth gauge current.
+async fn measure_queue(sender: Sender, shutdown: CancellationToken) {
+    let every = Duration::from_millis(sender.config.poll_ms).max(Duration::from_millis(500));
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {} // gauge interval
+            _ = shutdown.cancelled() => return,
+        }
+        if let Ok(depth) = deliveries::queue_depth(&sender.pool).await {
+            sender.metrics.queue_depth.set(depth);
+        }
     }
 }
 
