@@ -186,11 +186,19 @@ pub async fn start_with(
                 .boxed()
             }
         });
+    // A transaction left prepared holds every event reader back: not ready, naming its gid and age.
+    let prepared = cairn_eventstore::PreparedTransactions::new(
+        pool.clone(),
+        cairn_eventstore::PREPARED_TRANSACTION_MAX_AGE,
+    );
+    let readiness = readiness.with("prepared_transactions", prepared.readiness());
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding HTTP to {} (CAIRN_NOTIFIER_HTTP_ADDR)", config.http_addr))?;
     let http_addr = listener.local_addr()?;
-    let router = cairn_telemetry::ops_router(readiness, Arc::new(registry));
+    prepared.register(&mut registry);
+    let router =
+        cairn_telemetry::ops_router_refreshing(readiness, Arc::new(registry), vec![prepared.refresher()]);
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
         .await
         .with_context(|| format!("binding gRPC to {} (CAIRN_NOTIFIER_GRPC_ADDR)", config.grpc_addr))?;

@@ -8,6 +8,7 @@ use cairn_proto::user::v1 as user;
 use cairn_testkit::eventually;
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
+use std::time::Duration;
 use support::{Sink, Stack, WAIT, assert_logs_free_of, authed, code_in};
 
 async fn verify(stack: &Stack, id: &str, code: &str) -> Result<(), tonic::Status> {
@@ -765,4 +766,90 @@ async fn a_template_override_set_over_grpc_is_used_for_its_language() {
     verify(&stack, &grete, &code_in(de)).await.unwrap();
     notifier.stop().await;
     stack.stop().await;
+}
+
+/// Issue 13: a transaction left prepared (`PREPARE TRANSACTION`) holds the event store's
+/// visibility horizon, and with it every reader, until someone ends it. A private cluster with
+/// `max_prepared_transactions > 0` (the shared server has 0); a replica's `/metrics` counts the
+/// prepared transaction at once, its `/readyz` turns 503 naming the gid and its age once it is
+/// older than the threshold (10 s), and ready again after `ROLLBACK PREPARED`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transaction_left_prepared_makes_the_service_not_ready_naming_its_gid() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        cairn_testkit::PrivateCluster::start(&["max_prepared_transactions=4"])
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let mut config = cairn_notifier::Config::for_tests(&cluster.url, &support::keys());
+    config.nats_url = cairn_testkit::nats_url();
+    (config.stream_name, config.subject_prefix) = cairn_testkit::unique_stream();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let service = cairn_notifier::start(config, shutdown.clone()).await.unwrap();
+    let http = service.http_addr;
+    let get = |path: &'static str| async move { cairn_testkit::http_get(http, path).await.unwrap() };
+    eventually("the replica ready", WAIT, || async {
+        Ok((get("/readyz").await.0 == 200).then_some(()))
+    })
+    .await
+    .unwrap();
+
+    let admin = sqlx::PgPool::connect(&cluster.url).await.unwrap();
+    sqlx::query("CREATE TABLE held (x int)")
+        .execute(&admin)
+        .await
+        .unwrap();
+    let mut session = admin.acquire().await.unwrap();
+    sqlx::raw_sql("BEGIN; INSERT INTO held VALUES (1); PREPARE TRANSACTION 'cairn-test-held'")
+        .execute(&mut *session)
+        .await
+        .unwrap();
+    drop(session); // the prepared transaction outlives its session
+    let (_, metrics) = get("/metrics").await;
+    assert!(metrics.contains("\ncairn_prepared_transactions 1\n"), "{metrics}");
+    // Younger than the threshold: ready still.
+    assert_eq!(get("/readyz").await.0, 200);
+
+    let (status, body) = eventually("the replica not ready", Duration::from_secs(30), || async {
+        let (status, body) = get("/readyz").await;
+        Ok((status == 503).then_some((status, body)))
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 503);
+    assert!(body.contains("prepared_transactions"), "{body}");
+    assert!(
+        body.contains("'cairn-test-held' (database postgres, owner postgres, prepared 1"),
+        "{body}"
+    );
+    assert!(body.contains("ROLLBACK PREPARED"), "{body}");
+    let (_, metrics) = get("/metrics").await;
+    let oldest: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cairn_prepared_transactions_oldest_age_seconds "))
+        .unwrap_or_else(|| panic!("{metrics}"))
+        .parse()
+        .unwrap();
+    assert!(oldest > 10.0, "{oldest}");
+    eprintln!("MEASURED /readyz with a prepared transaction: {body}");
+
+    sqlx::query("ROLLBACK PREPARED 'cairn-test-held'")
+        .execute(&admin)
+        .await
+        .unwrap();
+    eventually("the replica ready again", WAIT, || async {
+        Ok((get("/readyz").await.0 == 200).then_some(()))
+    })
+    .await
+    .unwrap();
+    let (_, metrics) = get("/metrics").await;
+    assert!(metrics.contains("\ncairn_prepared_transactions 0\n"), "{metrics}");
+    assert!(
+        metrics.contains("\ncairn_prepared_transactions_oldest_age_seconds 0"),
+        "{metrics}"
+    );
+    admin.close().await;
+    shutdown.cancel();
+    service.wait().await.unwrap();
+    drop(cluster);
 }

@@ -5,6 +5,10 @@
 //! `scripts/test` drops leftovers of earlier runs. Conditions are awaited with [`eventually`], which
 //! fails loudly at a deadline instead of sleeping a fixed time.
 
+mod cluster;
+
+pub use cluster::PrivateCluster;
+
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use std::future::Future;
