@@ -369,15 +369,12 @@ impl Sender {
         let ttl = self.config.claim_ttl();
         let send_timeout = self.config.smtp_send_timeout();
         let deadline = Instant::now() + send_timeout;
-        let whole_send_elapsed = || {
-            Sent::Transient(format!(
-                "the send did not finish within {send_timeout:?} (CAIRN_SMTP_SEND_TIMEOUT_SECS)"
-            ))
-        };
+        let too_long =
+            format!("the send did not finish within {send_timeout:?} (CAIRN_SMTP_SEND_TIMEOUT_SECS)");
         let open = tokio::time::timeout_at(deadline, server.open(envelope, body.is_ascii()));
         let transaction = match self.keeping_claim(delivery, open).await {
             None => return Sent::ClaimLost,
-            Some(Err(_elapsed)) => return whole_send_elapsed(),
+            Some(Err(_elapsed)) => return Sent::Transient(too_long),
             Some(Ok(Err(error))) => return Sent::failed(&error),
             Some(Ok(Ok(transaction))) => transaction,
         };
@@ -396,13 +393,16 @@ impl Sender {
         match tokio::time::timeout_at(data_deadline, transaction.data(body)).await {
             Ok(Ok(reply)) => Sent::Accepted(reply),
             Ok(Err(error)) => Sent::failed(&error),
-            Err(_elapsed) if data_deadline < deadline => Sent::Transient(format!(
-                "DATA and the final reply did not end within the claim ({ttl:?} less {CLAIM_MARGIN:?}){UNCONFIRMED}"
-            )),
-            Err(_elapsed) => match whole_send_elapsed() {
-                Sent::Transient(error) => Sent::Transient(format!("{error}{UNCONFIRMED}")),
-                other => other,
-            },
+            Err(_elapsed) => {
+                let limit = if data_deadline < deadline {
+                    format!(
+                        "DATA and the final reply did not end within the claim ({ttl:?} less {CLAIM_MARGIN:?})"
+                    )
+                } else {
+                    too_long
+                };
+                Sent::Transient(format!("{limit}{UNCONFIRMED}"))
+            }
         }
     }
 
