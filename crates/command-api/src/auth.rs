@@ -282,40 +282,16 @@ async fn listen_for_revocations(
     cache: std::sync::Arc<TokenCache>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    let mut backoff = std::time::Duration::from_millis(100);
-    while !shutdown.is_cancelled() {
-        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
-            Ok(listener) => listener,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for token revocations; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {} // retry backoff
-                    _ = shutdown.cancelled() => return,
-                }
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
-                continue;
-            }
-        };
-        if listener.listen(TOKEN_CHANNEL).await.is_err() {
-            continue;
+    cairn_eventstore::listen_forever(&pool, TOKEN_CHANNEL, "token revocations", &shutdown, |heard| {
+        match heard {
+            // Anything announced while not listening is unknown: forget everything.
+            cairn_eventstore::Heard::Listening | cairn_eventstore::Heard::Lost => cache.evict("*"),
+            cairn_eventstore::Heard::Notification(n) => cache.evict(n.payload()),
         }
-        backoff = std::time::Duration::from_millis(100);
-        // Anything announced while not listening is unknown: forget everything.
-        cache.evict("*");
-        loop {
-            tokio::select! {
-                notification = listener.recv() => match notification {
-                    Ok(n) => cache.evict(n.payload()),
-                    Err(error) => {
-                        tracing::warn!(%error, "token listener lost its connection; reconnecting");
-                        cache.evict("*");
-                        break;
-                    }
-                },
-                _ = shutdown.cancelled() => return,
-            }
-        }
-    }
+    })
+    .await;
+    // Not listening any more: nothing cached can be trusted to be current.
+    cache.evict("*");
 }
 
 /// Announces (in the caller's transaction) that `id` — or `*`, every token — was revoked.

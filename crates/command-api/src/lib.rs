@@ -254,10 +254,21 @@ pub async fn start_with_clock(
             .boxed()
         }
     });
+    // A transaction left prepared holds every event reader back: not ready, naming its gid and age.
+    let prepared = cairn_eventstore::PreparedTransactions::new(
+        pool.clone(),
+        cairn_eventstore::PREPARED_TRANSACTION_MAX_AGE,
+    );
+    let readiness = readiness.with("prepared_transactions", prepared.readiness());
+    prepared.register(&mut registry);
     let http = rest::router(api.clone())
         .merge(console::router(api.clone()))
         .route_layer(http_metrics.layer("command-api"))
-        .merge(cairn_telemetry::ops_router(readiness, Arc::new(registry)));
+        .merge(cairn_telemetry::ops_router_refreshing(
+            readiness,
+            Arc::new(registry),
+            vec![prepared.refresher()],
+        ));
 
     let mut tasks = JoinSet::new();
     tasks.spawn({

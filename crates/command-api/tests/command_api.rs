@@ -1134,7 +1134,7 @@ async fn positions_keep_rising_after_a_restore_into_a_new_cluster() {
     let (stream, prefix, keys) = (stack.stream.clone(), stack.prefix.clone(), stack.keys.clone());
     let source = stack.stop_services().await;
 
-    let target = TestDb::empty_on(&cluster.url(), 16).await.unwrap();
+    let target = TestDb::empty_on(&cluster.url, 16).await.unwrap();
     let status = std::process::Command::new(cluster.bin().join("pg_restore"))
         .args(["--no-owner", "-d"])
         .arg(plain_url(&target.url))

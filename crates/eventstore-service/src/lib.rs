@@ -111,6 +111,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                 .boxed()
             }
         });
+    // A transaction left prepared holds every event reader back: not ready, naming its gid and age.
+    let prepared = cairn_eventstore::PreparedTransactions::new(
+        pool.clone(),
+        cairn_eventstore::PREPARED_TRANSACTION_MAX_AGE,
+    );
+    let readiness = readiness.with("prepared_transactions", prepared.readiness());
 
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
         .await
@@ -182,7 +188,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         }
     });
 
-    let http = cairn_telemetry::ops_router(readiness, Arc::new(registry));
+    prepared.register(&mut registry);
+    let http =
+        cairn_telemetry::ops_router_refreshing(readiness, Arc::new(registry), vec![prepared.refresher()]);
     tasks.spawn({
         let shutdown = shutdown.clone();
         async move {

@@ -11,14 +11,18 @@ mod filter;
 mod listen;
 mod memory;
 mod pg;
+mod prepared;
 mod push;
 mod snapshot;
 
 pub use error::StoreError;
 pub use filter::{EventFilter, MAX_FILTER_LIMIT};
-pub use listen::CommitListener;
+pub use listen::{CommitListener, Heard, ReconnectBackoff, listen_forever};
 pub use memory::MemoryEventStore;
 pub use pg::{IDLE_IN_TRANSACTION_TIMEOUT, NOTIFY_CHANNEL, PgEventStore, connect_options, migrate};
+pub use prepared::{
+    PREPARED_TRANSACTION_MAX_AGE, PreparedTransaction, PreparedTransactions, prepared_transactions,
+};
 pub use push::{AggregatePush, ExpectedSequence, MAX_PAYLOAD_BYTES, Push, UniqueOp};
 pub use snapshot::Snapshot;
 

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod contract;
+mod listen;
 
 use cairn_domain::{AggregateId, InstanceId, Position, StoredEvent};
 use cairn_eventstore::{EventFilter, EventStore, ExpectedSequence, MemoryEventStore, PgEventStore, Push};

@@ -91,12 +91,20 @@ pub struct Config {
     #[arg(long, env = "CAIRN_NOTIFIER_BACKOFF_MAX_MS", default_value_t = 600_000)]
     pub backoff_max_ms: u64,
     /// How long a sender's claim on a delivery lasts before another sender may take it over, in
-    /// seconds. Must exceed the SMTP timeout.
+    /// seconds. A sender renews it while it talks to the SMTP server, and once more right before
+    /// `DATA`; from then on `DATA` and the final reply must end within it, so it must be more than
+    /// twice `CAIRN_SMTP_TIMEOUT_SECS`.
     #[arg(long, env = "CAIRN_NOTIFIER_CLAIM_TTL_SECS", default_value_t = 120)]
     pub claim_ttl_secs: u64,
-    /// Timeout of one SMTP command, in seconds.
+    /// The longest wait for one step of the SMTP conversation, in seconds: the TCP connection,
+    /// the TLS handshake or one reply of the server.
     #[arg(long, env = "CAIRN_SMTP_TIMEOUT_SECS", default_value_t = 30)]
     pub smtp_timeout_secs: u64,
+    /// The longest a whole send may take, in seconds: from connecting (or taking a pooled
+    /// connection) to the server's final reply to `DATA`. A send that takes longer is abandoned
+    /// and retried later like any transient failure. At least `CAIRN_SMTP_TIMEOUT_SECS`.
+    #[arg(long, env = "CAIRN_SMTP_SEND_TIMEOUT_SECS", default_value_t = 300)]
+    pub smtp_send_timeout_secs: u64,
     /// How often an idle sender looks for due deliveries anyway, in milliseconds.
     #[arg(long, env = "CAIRN_NOTIFIER_POLL_MS", default_value_t = 1000)]
     pub poll_ms: u64,
@@ -163,9 +171,20 @@ impl Config {
             "CAIRN_SMTP_TIMEOUT_SECS must be at least 1"
         );
         anyhow::ensure!(
+            self.smtp_send_timeout_secs >= self.smtp_timeout_secs,
+            "CAIRN_SMTP_SEND_TIMEOUT_SECS ({}) must be at least CAIRN_SMTP_TIMEOUT_SECS ({}): the whole \
+             send cannot be shorter than one of its steps",
+            self.smtp_send_timeout_secs,
+            self.smtp_timeout_secs
+        );
+        anyhow::ensure!(
             self.claim_ttl_secs > 2 * self.smtp_timeout_secs,
-            "CAIRN_NOTIFIER_CLAIM_TTL_SECS must be more than twice CAIRN_SMTP_TIMEOUT_SECS, so a claim \
-             outlives a slow send"
+            "CAIRN_NOTIFIER_CLAIM_TTL_SECS ({}) must be more than twice CAIRN_SMTP_TIMEOUT_SECS ({}): the \
+             claim is renewed right before DATA, and DATA and the server's final reply (each allowed \
+             CAIRN_SMTP_TIMEOUT_SECS) must end, with a second to spare for recording the outcome, \
+             before another sender may take the delivery over",
+            self.claim_ttl_secs,
+            self.smtp_timeout_secs
         );
         anyhow::ensure!(self.poll_ms >= 1, "CAIRN_NOTIFIER_POLL_MS must be at least 1");
         if let Some(host) = &self.smtp_host {
@@ -188,6 +207,16 @@ impl Config {
     /// The claim time-to-live.
     pub fn claim_ttl(&self) -> Duration {
         Duration::from_secs(self.claim_ttl_secs)
+    }
+
+    /// The longest wait for one step of the SMTP conversation.
+    pub fn smtp_timeout(&self) -> Duration {
+        Duration::from_secs(self.smtp_timeout_secs)
+    }
+
+    /// The longest a whole send may take.
+    pub fn smtp_send_timeout(&self) -> Duration {
+        Duration::from_secs(self.smtp_send_timeout_secs)
     }
 }
 
@@ -219,9 +248,15 @@ mod tests {
     #[test]
     fn bad_settings_name_their_variable() {
         let mut config = Config::for_tests("postgres://x/y", &keys());
-        config.claim_ttl_secs = 10;
+        config.claim_ttl_secs = 60;
         let error = config.validate().unwrap_err().to_string();
-        assert!(error.contains("CAIRN_NOTIFIER_CLAIM_TTL_SECS"), "{error}");
+        assert!(error.contains("CAIRN_NOTIFIER_CLAIM_TTL_SECS (60)"), "{error}");
+        assert!(error.contains("CAIRN_SMTP_TIMEOUT_SECS (30)"), "{error}");
+        config.claim_ttl_secs = 61;
+        config.validate().unwrap();
+        config.smtp_send_timeout_secs = 29;
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("CAIRN_SMTP_SEND_TIMEOUT_SECS (29)"), "{error}");
         let mut config = Config::for_tests("postgres://x/y", &keys());
         config.smtp_from = "not an address".into();
         let error = config.validate().unwrap_err().to_string();

@@ -3,8 +3,9 @@
 //!
 //! States: `pending` (due at `next_attempt_at`) → `sending` (claimed by one sender until
 //! `claim_expires_at`) → `sent` | `failed` | `skipped`, or back to `pending` after a transient
-//! failure. A claim counts as an attempt. A claim that expires (its sender died or hangs) makes
-//! the row claimable again; that is the only way a message can be sent twice, see
+//! failure. A claim counts as an attempt. A live sender renews its claim while it talks to the
+//! SMTP server ([`renew_claim`]); a claim that expires (its sender died or cannot reach the
+//! database) makes the row claimable again. How a message can still be sent twice is stated in
 //! `docs/ARCHITECTURE.md` ("Guarantee 10").
 //!
 //! Times are PostgreSQL's (`clock_timestamp()`), so replicas need not agree on the time.
@@ -131,6 +132,30 @@ pub async fn claim(
             })
         })
         .collect()
+}
+
+/// Extends `owner`'s claim to `claim_ttl` from now, if it is still `owner`'s: false when another
+/// sender has taken the delivery over (possible only after the claim expired) or it is no longer
+/// being sent. A claim that expired but was not taken over is still `owner`'s and is renewed: no
+/// one else can be sending it, since taking a claim over rewrites `claimed_by` under the row lock.
+pub async fn renew_claim(
+    pool: &PgPool,
+    event_id: Uuid,
+    owner: Uuid,
+    claim_ttl: Duration,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE notification.deliveries \
+            SET claim_expires_at = clock_timestamp() + make_interval(secs => $3), updated_at = clock_timestamp() \
+          WHERE event_id = $1 AND status = 'sending' AND claimed_by = $2",
+    )
+    .bind(event_id)
+    .bind(owner)
+    .bind(claim_ttl.as_secs_f64())
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(done == 1)
 }
 
 /// Records that the SMTP server accepted the message. Recorded whoever holds the claim now (a

@@ -5,8 +5,10 @@
 //! - [`intake`]: the `notifications` projection, run by the projection framework under leases:
 //!   one `notification.deliveries` row per event, exactly once, caught up from PostgreSQL.
 //! - [`sender`]: workers that claim due rows (`FOR UPDATE SKIP LOCKED`, with a claim expiry),
-//!   compose ([`compose`]), send ([`smtp`]) and record the outcome; transient failures are retried
-//!   with exponential backoff and jitter, permanent ones recorded.
+//!   compose ([`compose`]), send ([`transport`], with the settings of [`smtp`]) and record the
+//!   outcome; transient failures are retried with exponential backoff and jitter, permanent ones
+//!   recorded. A sender keeps its claim while it talks to the server and confirms it right before
+//!   `DATA`, so a slow server never gets a second copy from another sender.
 //! - [`deliveries`]: every statement on the delivery table.
 //! - [`grpc`]: the administration API (deliveries, retries, template overrides).
 //! - [`config`]: the settings.
@@ -21,6 +23,7 @@ pub mod grpc;
 pub mod intake;
 pub mod sender;
 pub mod smtp;
+pub mod transport;
 
 pub use config::{Config, TlsMode};
 pub use sender::{Hooks, NotifierMetrics};
@@ -146,10 +149,7 @@ pub async fn start_with(
         store,
         keys: Arc::new(keys),
         templates,
-        transports: smtp::Transports::new(
-            Duration::from_secs(config.smtp_timeout_secs),
-            config.concurrency as u32,
-        ),
+        transports: transport::Transports::new(config.smtp_timeout(), config.concurrency),
         config: config.clone(),
         metrics: metrics.clone(),
         clock,
@@ -186,11 +186,19 @@ pub async fn start_with(
                 .boxed()
             }
         });
+    // A transaction left prepared holds every event reader back: not ready, naming its gid and age.
+    let prepared = cairn_eventstore::PreparedTransactions::new(
+        pool.clone(),
+        cairn_eventstore::PREPARED_TRANSACTION_MAX_AGE,
+    );
+    let readiness = readiness.with("prepared_transactions", prepared.readiness());
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding HTTP to {} (CAIRN_NOTIFIER_HTTP_ADDR)", config.http_addr))?;
     let http_addr = listener.local_addr()?;
-    let router = cairn_telemetry::ops_router(readiness, Arc::new(registry));
+    prepared.register(&mut registry);
+    let router =
+        cairn_telemetry::ops_router_refreshing(readiness, Arc::new(registry), vec![prepared.refresher()]);
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
         .await
         .with_context(|| format!("binding gRPC to {} (CAIRN_NOTIFIER_GRPC_ADDR)", config.grpc_addr))?;

@@ -4,9 +4,12 @@
 //! 1. the SMTP settings of its instance (or the defaults); none or unusable → transient;
 //! 2. compose ([`crate::compose`]): skipped when the code was superseded, voided, verified, expired
 //!    or the user is gone; the code is decrypted in memory only;
-//! 3. send with lettre; the server's answer decides: accepted → `sent`; a 5xx → `failed` at once;
-//!    anything else (no connection, timeout, TLS, 4xx) → `pending` again after an exponential
-//!    backoff with jitter, and `failed` once the attempts are used up.
+//! 3. send ([`crate::transport`]) under the claim: renewed while connecting, `MAIL FROM` and
+//!    `RCPT TO`, confirmed once more right before `DATA` (a sender whose claim was taken over
+//!    never sends the body), `DATA` bounded to end within the renewed claim; the server's answer
+//!    decides: accepted → `sent`; a 5xx → `failed` at once; anything else (no connection,
+//!    timeout, TLS, 4xx) → `pending` again after an exponential backoff with jitter, and `failed`
+//!    once the attempts are used up.
 //!
 //! Workers wait on the intake's commit notifications (`cairn_projections`, payload
 //! `notifications:...`), on the time the next retry is due, and on a slow poll as a safety net.
@@ -17,20 +20,24 @@ use crate::compose::{ComposeError, Composer};
 use crate::config::Config;
 use crate::deliveries::{self, Claimed, FinalStatus};
 use crate::intake::PROJECTION_NAME;
-use crate::smtp::{self, Outcome, Transports};
+use crate::smtp;
+use crate::transport::{SendError, Server, Transports};
 use cairn_domain::Clock;
-use cairn_eventstore::PgEventStore;
+use cairn_eventstore::{Heard, PgEventStore};
 use cairn_mail::Templates;
 use cairn_secrets::Keyring;
+use lettre::address::Envelope;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use sqlx::PgPool;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -45,6 +52,8 @@ pub struct NotifierMetrics {
     pub retries: Counter,
     /// Deliveries skipped (superseded, expired, ...).
     pub skipped: Counter,
+    /// Sends abandoned before `DATA` because another sender had taken the delivery over.
+    pub claims_lost: Counter,
     /// Deliveries pending or being sent, across replicas.
     pub queue_depth: Gauge,
     /// Seconds from the event's commit to the SMTP server's acceptance.
@@ -58,6 +67,7 @@ impl Default for NotifierMetrics {
             failed: Counter::default(),
             retries: Counter::default(),
             skipped: Counter::default(),
+            claims_lost: Counter::default(),
             queue_depth: Gauge::default(),
             event_to_accept: Histogram::new(exponential_buckets(0.005, 2.0, 16)),
         }
@@ -86,6 +96,11 @@ impl NotifierMetrics {
             "cairn_notifier_skipped",
             "Deliveries skipped because the code was superseded, voided, verified or expired",
             self.skipped.clone(),
+        );
+        registry.register(
+            "cairn_notifier_claims_lost",
+            "Sends abandoned before DATA because another sender had taken the delivery over",
+            self.claims_lost.clone(),
         );
         registry.register(
             "cairn_notifier_queue_depth",
@@ -164,13 +179,44 @@ enum Worked {
     Crashed,
 }
 
+/// What became of one send.
+enum Sent {
+    /// The server accepted the message; its reply (`250 ...`).
+    Accepted(String),
+    /// Worth trying again: no connection, a timeout, a TLS failure, a 4xx reply.
+    Transient(String),
+    /// Not worth trying again: a 5xx reply (unknown recipient, rejected sender, failed AUTH).
+    Permanent(String),
+    /// Another sender took the delivery over before `DATA`; nothing was sent.
+    ClaimLost,
+}
+
+impl Sent {
+    fn failed(error: &SendError) -> Self {
+        if error.is_permanent() {
+            Self::Permanent(error.to_string())
+        } else {
+            Self::Transient(error.to_string())
+        }
+    }
+}
+
+/// Time kept free at the end of a renewed claim for recording the outcome: `DATA` and the final
+/// reply must be over this long before the claim could expire.
+const CLAIM_MARGIN: Duration = Duration::from_secs(1);
+
+/// Said of a send cut off while the message may have reached the server.
+const UNCONFIRMED: &str =
+    "; the server may have accepted the message, so the next attempt can deliver a second copy";
+
 impl Sender {
-    /// Runs the wake-up listener and `concurrency` workers until `shutdown`; in-flight sends finish
-    /// and are recorded first.
+    /// Runs the wake-up listener, the queue-depth gauge and `concurrency` workers until
+    /// `shutdown`; in-flight sends finish and are recorded first.
     pub async fn run(self, shutdown: CancellationToken) {
         let wake = Arc::new(Notify::new());
         let mut tasks = JoinSet::new();
         tasks.spawn(listen(self.clone(), wake.clone(), shutdown.clone()));
+        tasks.spawn(measure_queue(self.clone(), shutdown.clone()));
         for worker in 0..self.config.concurrency {
             tasks.spawn(self.clone().work(worker, wake.clone(), shutdown.clone()));
         }
@@ -273,16 +319,18 @@ impl Sender {
         for warning in &composed.warnings {
             tracing::warn!(warning = %warning, "message composed with a fallback");
         }
-        let transport = match self.transports.get(&settings) {
-            Ok(transport) => transport,
+        let server = match self.transports.get(&settings) {
+            Ok(server) => server,
             Err(error) => {
                 let error = format!("SMTP settings unusable: {error}");
                 self.transient(&delivery, &error, None).await;
                 return Worked::Did;
             }
         };
-        match smtp::send(&transport, composed.message).await {
-            Outcome::Accepted(reply) => {
+        let envelope = composed.message.envelope().clone();
+        let body = composed.message.formatted();
+        match self.send(&delivery, &server, &envelope, &body).await {
+            Sent::Accepted(reply) => {
                 if let Some(countdown) = &self.hooks.crash_after_accepts
                     && countdown.fetch_sub(1, Ordering::SeqCst) == 1
                 {
@@ -296,14 +344,91 @@ impl Sender {
                 self.record_sent(&delivery, &composed.language, &reply).await;
                 tracing::info!(language = %composed.language, reply = %reply, "message accepted");
             }
-            Outcome::Transient(error) => {
+            Sent::Transient(error) => {
                 self.transient(&delivery, &error, Some(&error)).await;
             }
-            Outcome::Permanent(error) => {
+            Sent::Permanent(error) => {
                 self.permanent(&delivery, &error, Some(&error)).await;
+            }
+            Sent::ClaimLost => {
+                // The other sender records the outcome; this one sent nothing and records nothing.
+                self.metrics.claims_lost.inc();
+                tracing::warn!("another sender took the delivery over; this one did not send the message");
             }
         }
         Worked::Did
+    }
+
+    /// One SMTP transaction under the claim, bounded by `CAIRN_SMTP_SEND_TIMEOUT_SECS`:
+    /// 1. connect and send `MAIL FROM`/`RCPT TO` while the claim is renewed every third of its TTL;
+    /// 2. renew the claim once more and check that it is still this sender's: if another sender
+    ///    took the delivery over, the transaction is dropped and the message body is never sent;
+    /// 3. `DATA` and the message, which must end before the renewed claim could expire (the
+    ///    configuration guarantees room for two command timeouts and a second to record).
+    async fn send(&self, delivery: &Claimed, server: &Arc<Server>, envelope: &Envelope, body: &[u8]) -> Sent {
+        let ttl = self.config.claim_ttl();
+        let send_timeout = self.config.smtp_send_timeout();
+        let deadline = Instant::now() + send_timeout;
+        let too_long =
+            format!("the send did not finish within {send_timeout:?} (CAIRN_SMTP_SEND_TIMEOUT_SECS)");
+        let open = tokio::time::timeout_at(deadline, server.open(envelope, body.is_ascii()));
+        let transaction = match self.keeping_claim(delivery, open).await {
+            None => return Sent::ClaimLost,
+            Some(Err(_elapsed)) => return Sent::Transient(too_long),
+            Some(Ok(Err(error))) => return Sent::failed(&error),
+            Some(Ok(Ok(transaction))) => transaction,
+        };
+        // Taken before the renewal, so the local deadline ends no later than the renewed claim.
+        let confirmed_at = Instant::now();
+        match deliveries::renew_claim(&self.pool, delivery.event_id, self.owner, ttl).await {
+            Ok(true) => {}
+            Ok(false) => return Sent::ClaimLost,
+            Err(error) => {
+                return Sent::Transient(format!(
+                    "could not confirm the claim before DATA, so the message was not sent: {error}"
+                ));
+            }
+        }
+        let data_deadline = deadline.min(confirmed_at + ttl.saturating_sub(CLAIM_MARGIN));
+        match tokio::time::timeout_at(data_deadline, transaction.data(body)).await {
+            Ok(Ok(reply)) => Sent::Accepted(reply),
+            Ok(Err(error)) => Sent::failed(&error),
+            Err(_elapsed) => {
+                let limit = if data_deadline < deadline {
+                    format!(
+                        "DATA and the final reply did not end within the claim ({ttl:?} less {CLAIM_MARGIN:?})"
+                    )
+                } else {
+                    too_long
+                };
+                Sent::Transient(format!("{limit}{UNCONFIRMED}"))
+            }
+        }
+    }
+
+    /// Runs `work` while renewing the claim every third of its TTL; `None` (and `work` dropped)
+    /// when a renewal finds that another sender has taken the delivery over. A renewal that fails
+    /// on the database is tried again at the next tick: the claim lapses only if the database stays
+    /// out of reach for most of a TTL, and then the check before `DATA` stops this sender.
+    async fn keeping_claim<F: Future>(&self, delivery: &Claimed, work: F) -> Option<F::Output> {
+        let ttl = self.config.claim_ttl();
+        let every = (ttl / 3).max(Duration::from_millis(100));
+        let renew = async {
+            let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await; // renewal interval
+                match deliveries::renew_claim(&self.pool, delivery.event_id, self.owner, ttl).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(error) => tracing::warn!(%error, "could not renew the claim; trying again"),
+                }
+            }
+        };
+        tokio::select! {
+            output = work => Some(output),
+            () = renew => None,
+        }
     }
 
     async fn transient(&self, delivery: &Claimed, error: &str, reply: Option<&str>) {
@@ -372,63 +497,37 @@ impl Sender {
     }
 }
 
-/// Wakes the workers when the intake commits (its `NOTIFY` on `cairn_projections`), and keeps the
-/// queue-depth gauge current.
+/// Wakes the workers when the intake commits (its `NOTIFY` on `cairn_projections`), and after
+/// every (re)connection of the listener, since commits may have been missed meanwhile.
 async fn listen(sender: Sender, wake: Arc<Notify>, shutdown: CancellationToken) {
     let prefix = format!("{PROJECTION_NAME}:");
-    let poll = Duration::from_millis(sender.config.poll_ms).max(Duration::from_millis(500));
-    let mut backoff = Duration::from_millis(100);
-    while !shutdown.is_cancelled() {
-        let mut listener = match sqlx::postgres::PgListener::connect_with(&sender.pool).await {
-            Ok(mut listener) => match listener.listen(cairn_projection::PROJECTION_CHANNEL).await {
-                Ok(()) => listener,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot LISTEN for intake commits; workers poll");
-                    pause(backoff, &shutdown).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            },
-            Err(error) => {
-                tracing::warn!(%error, "cannot LISTEN for intake commits; workers poll");
-                pause(backoff, &shutdown).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(100);
-        // The listener may have missed commits while it connected.
-        wake.notify_waiters();
-        // An interval, not a sleep per loop, so a stream of notifications cannot starve the gauge.
-        let mut gauge = tokio::time::interval(poll);
-        gauge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let received = tokio::select! {
-                received = listener.recv() => received,
-                _ = gauge.tick() => {
-                    if let Ok(depth) = deliveries::queue_depth(&sender.pool).await {
-                        sender.metrics.queue_depth.set(depth);
-                    }
-                    continue;
-                }
-                _ = shutdown.cancelled() => return,
-            };
-            match received {
-                Ok(notification) if notification.payload().starts_with(&prefix) => wake.notify_waiters(),
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "lost the LISTEN connection; reconnecting");
-                    break;
-                }
-            }
-        }
-    }
+    cairn_eventstore::listen_forever(
+        &sender.pool,
+        cairn_projection::PROJECTION_CHANNEL,
+        "intake commits",
+        &shutdown,
+        |heard| match heard {
+            Heard::Listening => wake.notify_waiters(),
+            Heard::Notification(n) if n.payload().starts_with(&prefix) => wake.notify_waiters(),
+            Heard::Notification(_) | Heard::Lost => {}
+        },
+    )
+    .await;
 }
 
-async fn pause(duration: Duration, shutdown: &CancellationToken) {
-    tokio::select! {
-        _ = tokio::time::sleep(duration) => {} // retry backoff
-        _ = shutdown.cancelled() => {}
+/// Keeps the queue-depth gauge current.
+async fn measure_queue(sender: Sender, shutdown: CancellationToken) {
+    let every = Duration::from_millis(sender.config.poll_ms).max(Duration::from_millis(500));
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {} // gauge interval
+            _ = shutdown.cancelled() => return,
+        }
+        if let Ok(depth) = deliveries::queue_depth(&sender.pool).await {
+            sender.metrics.queue_depth.set(depth);
+        }
     }
 }
 

@@ -1,17 +1,11 @@
-//! SMTP: an instance's settings (from `api.smtp_settings`, the password decrypted only in memory,
-//! or the configured defaults), one pooled lettre transport per distinct settings, and the
-//! classification of what the server said into accepted, transient and permanent.
+//! SMTP settings: an instance's own (from `api.smtp_settings`, the password decrypted only in
+//! memory) or the configured defaults. The conversation with the server is in
+//! [`crate::transport`].
 
 use crate::config::{Config, TlsMode};
 use cairn_secrets::{Keyring, Sealed, Zeroizing};
 use chrono::{DateTime, Utc};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::{Error as SmtpError, PoolConfig};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use sqlx::{PgPool, Row};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use uuid::Uuid;
 
 /// The SMTP settings that apply to one instance. `Debug` leaves the password out.
@@ -134,97 +128,4 @@ pub async fn settings_for(
         reply_to: row.try_get(7)?,
         source: Source::Instance(instance, row.try_get(8)?),
     })
-}
-
-/// What became of one SMTP transaction.
-#[derive(Debug)]
-pub enum Outcome {
-    /// The server accepted the message; its reply (`250 ...`).
-    Accepted(String),
-    /// Worth trying again: no connection, a timeout, a TLS failure, a 4xx reply.
-    Transient(String),
-    /// Not worth trying again: a 5xx reply (unknown recipient, rejected sender, failed AUTH).
-    Permanent(String),
-}
-
-/// Sorts lettre's error into transient and permanent. The error's text holds the server's reply,
-/// never the password (lettre does not echo credentials).
-pub fn classify(error: &SmtpError) -> Outcome {
-    let text = error.to_string();
-    if error.is_permanent() {
-        Outcome::Permanent(text)
-    } else {
-        Outcome::Transient(text)
-    }
-}
-
-type Key = (Source, String, u16, &'static str, Option<String>);
-
-/// Pooled transports by settings, so connections are reused across messages and a change of an
-/// instance's settings (a new `changed_at`) builds a new transport.
-#[derive(Clone)]
-pub struct Transports {
-    timeout: Duration,
-    pool_size: u32,
-    cache: Arc<Mutex<HashMap<Key, AsyncSmtpTransport<Tokio1Executor>>>>,
-}
-
-impl Transports {
-    /// Transports whose commands time out after `timeout`, each with up to `pool_size`
-    /// connections.
-    pub fn new(timeout: Duration, pool_size: u32) -> Self {
-        Self {
-            timeout,
-            pool_size,
-            cache: Arc::default(),
-        }
-    }
-
-    /// The transport for `settings`.
-    pub fn get(&self, settings: &SmtpSettings) -> Result<AsyncSmtpTransport<Tokio1Executor>, SmtpError> {
-        let key: Key = (
-            settings.source.clone(),
-            settings.host.clone(),
-            settings.port,
-            settings.tls.as_str(),
-            settings.user.clone(),
-        );
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(transport) = cache.get(&key) {
-            return Ok(transport.clone());
-        }
-        // A settings change leaves the old transport unused; drop every older one of the source.
-        cache.retain(|k, _| k.0 != key.0);
-        let builder = match settings.tls {
-            TlsMode::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&settings.host),
-            TlsMode::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&settings.host)?,
-            TlsMode::Implicit => AsyncSmtpTransport::<Tokio1Executor>::relay(&settings.host)?,
-        };
-        let mut builder = builder
-            .port(settings.port)
-            .timeout(Some(self.timeout))
-            .pool_config(PoolConfig::new().max_size(self.pool_size));
-        if let Some(user) = &settings.user {
-            let password = settings
-                .password
-                .as_ref()
-                .map(|p| p.as_str().to_owned())
-                .unwrap_or_default();
-            builder = builder.credentials(Credentials::new(user.clone(), password));
-        }
-        let transport = builder.build();
-        cache.insert(key, transport.clone());
-        Ok(transport)
-    }
-}
-
-/// Sends one message and classifies the result.
-pub async fn send(transport: &AsyncSmtpTransport<Tokio1Executor>, message: Message) -> Outcome {
-    match transport.send(message).await {
-        Ok(response) => {
-            let first = response.first_line().unwrap_or_default();
-            Outcome::Accepted(format!("{} {first}", response.code()))
-        }
-        Err(error) => classify(&error),
-    }
 }

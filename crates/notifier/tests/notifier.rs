@@ -8,6 +8,7 @@ use cairn_proto::user::v1 as user;
 use cairn_testkit::eventually;
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
+use std::time::Duration;
 use support::{Sink, Stack, WAIT, assert_logs_free_of, authed, code_in};
 
 async fn verify(stack: &Stack, id: &str, code: &str) -> Result<(), tonic::Status> {
@@ -574,6 +575,134 @@ async fn two_replicas_send_every_message_exactly_once() {
     stack.stop().await;
 }
 
+/// Guarantee 10 with a slow SMTP server and no crash: every reply comes 1.2 s late, so one send
+/// (greeting, EHLO, MAIL, RCPT, DATA, final reply) takes about 7 s, longer than the 5 s claim.
+/// Each command answers well within the 2 s command timeout, so nothing fails; the claim must
+/// still not pass to another sender mid-send. Two replicas with two workers each (one worker
+/// idle, ready to take over an expired claim); each of three codes arrives exactly once and its
+/// record says sent after one attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_smtp_server_never_gets_a_second_copy_of_a_code() {
+    let stack = Stack::start().await;
+    let sink = Sink::started(&["--delay", "1.2"]).await;
+    let config = || {
+        let mut config = stack.notifier_config(sink.port);
+        config.smtp_timeout_secs = 2;
+        config.claim_ttl_secs = 5;
+        config.concurrency = 2;
+        config
+    };
+    let a = stack.notifier(config()).await;
+    let b = stack.notifier(config()).await;
+    let mut users = Vec::new();
+    for name in ["ada", "bob", "cy"] {
+        let id = stack.add_user(name, "en").await;
+        stack
+            .set_email(
+                &id,
+                &format!("{name}@slow.test"),
+                user::EmailVerification::SendCode,
+            )
+            .await;
+        users.push((name, id));
+    }
+    // Done when every record is sent and every claim made on it has come to an outcome (an
+    // acceptance, a retry, a failure, a skip or a send abandoned because the claim was lost,
+    // counted by some replica): a sender that took a claim over mid-send has finished by then.
+    eventually("every delivery sent and every claim concluded", WAIT, || async {
+        let mut claims = 0;
+        for (_, id) in &users {
+            let Some(row) = stack.deliveries(id).await.pop() else {
+                return Ok(None);
+            };
+            if row.status != "sent" {
+                return Ok(None);
+            }
+            claims += i64::from(row.attempts);
+        }
+        let outcomes: i64 = [&a, &b]
+            .iter()
+            .map(|n| {
+                let m = &n.metrics;
+                (m.sent.get() + m.retries.get() + m.failed.get() + m.skipped.get() + m.claims_lost.get())
+                    as i64
+            })
+            .sum();
+        Ok((outcomes >= claims).then_some(()))
+    })
+    .await
+    .unwrap();
+    for (name, id) in &users {
+        let address = format!("{name}@slow.test");
+        let copies = sink.messages_to(&address);
+        let row = stack.deliveries(id).await.pop().unwrap();
+        assert_eq!(
+            copies.len(),
+            1,
+            "exactly one message for {address}; its record: {row:?}; offered RCPT {:?}",
+            sink.rcpts()
+        );
+        assert_eq!(copies[0]["message_id"].as_str().unwrap(), row.message_id);
+        assert_eq!((row.status.as_str(), row.attempts), ("sent", 1), "{row:?}");
+    }
+    assert_eq!(a.metrics.sent.get() + b.metrics.sent.get(), 3);
+    a.stop().await;
+    b.stop().await;
+    stack.stop().await;
+}
+
+/// The check right before DATA: while a sender talks to a slow server, its claim is taken over
+/// (as happens when its renewals could not reach the database for a whole TTL). It abandons the
+/// transaction without sending the message body; the new claim's holder delivers the only copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sender_whose_claim_was_taken_over_never_sends_the_message_body() {
+    let stack = Stack::start().await;
+    let sink = Sink::started(&["--delay", "1.5"]).await;
+    let mut config = stack.notifier_config(sink.port);
+    config.concurrency = 1;
+    let notifier = stack.notifier(config).await;
+    let ada = stack.add_user("ada", "en").await;
+    stack
+        .set_email(&ada, "ada@slow.test", user::EmailVerification::SendCode)
+        .await;
+    // The server has been offered the recipient and holds back its reply for 1.5 s: the sender
+    // is between RCPT and DATA. Another owner takes the claim for two seconds.
+    eventually("the recipient offered", WAIT, || async {
+        Ok(sink.rcpts().iter().any(|r| r == "ada@slow.test").then_some(()))
+    })
+    .await
+    .unwrap();
+    let taken = sqlx::query(
+        "UPDATE notification.deliveries SET claimed_by = gen_random_uuid(), \
+           claim_expires_at = clock_timestamp() + interval '2 seconds' \
+         WHERE user_id = $1::uuid AND status = 'sending'",
+    )
+    .bind(&ada)
+    .execute(&stack.db.pool)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(taken, 1);
+    eventually("the first sender to give up its send", WAIT, || async {
+        Ok((notifier.metrics.claims_lost.get() == 1).then_some(()))
+    })
+    .await
+    .unwrap();
+    assert!(
+        sink.messages_to("ada@slow.test").is_empty(),
+        "no body after a lost claim"
+    );
+    assert_eq!(notifier.metrics.sent.get(), 0);
+
+    // The foreign claim expires unrecorded; the delivery is claimed again and sent once.
+    let sent = stack.wait_status(&ada, "sent").await;
+    assert_eq!(sent.attempts, 2, "{sent:?}");
+    assert_eq!(sink.messages_to("ada@slow.test").len(), 1);
+    assert_eq!(notifier.metrics.sent.get(), 1);
+    notifier.stop().await;
+    stack.stop().await;
+}
+
 /// An instance's template override, set over the notifier's gRPC API, is what German users get;
 /// an override that would hide the code is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -637,4 +766,90 @@ async fn a_template_override_set_over_grpc_is_used_for_its_language() {
     verify(&stack, &grete, &code_in(de)).await.unwrap();
     notifier.stop().await;
     stack.stop().await;
+}
+
+/// Issue 13: a transaction left prepared (`PREPARE TRANSACTION`) holds the event store's
+/// visibility horizon, and with it every reader, until someone ends it. A private cluster with
+/// `max_prepared_transactions > 0` (the shared server has 0); a replica's `/metrics` counts the
+/// prepared transaction at once, its `/readyz` turns 503 naming the gid and its age once it is
+/// older than the threshold (10 s), and ready again after `ROLLBACK PREPARED`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transaction_left_prepared_makes_the_service_not_ready_naming_its_gid() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        cairn_testkit::PrivateCluster::start(&["max_prepared_transactions=4"])
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let mut config = cairn_notifier::Config::for_tests(&cluster.url, &support::keys());
+    config.nats_url = cairn_testkit::nats_url();
+    (config.stream_name, config.subject_prefix) = cairn_testkit::unique_stream();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let service = cairn_notifier::start(config, shutdown.clone()).await.unwrap();
+    let http = service.http_addr;
+    let get = |path: &'static str| async move { cairn_testkit::http_get(http, path).await.unwrap() };
+    eventually("the replica ready", WAIT, || async {
+        Ok((get("/readyz").await.0 == 200).then_some(()))
+    })
+    .await
+    .unwrap();
+
+    let admin = sqlx::PgPool::connect(&cluster.url).await.unwrap();
+    sqlx::query("CREATE TABLE held (x int)")
+        .execute(&admin)
+        .await
+        .unwrap();
+    let mut session = admin.acquire().await.unwrap();
+    sqlx::raw_sql("BEGIN; INSERT INTO held VALUES (1); PREPARE TRANSACTION 'cairn-test-held'")
+        .execute(&mut *session)
+        .await
+        .unwrap();
+    drop(session); // the prepared transaction outlives its session
+    let (_, metrics) = get("/metrics").await;
+    assert!(metrics.contains("\ncairn_prepared_transactions 1\n"), "{metrics}");
+    // Younger than the threshold: ready still.
+    assert_eq!(get("/readyz").await.0, 200);
+
+    let (status, body) = eventually("the replica not ready", Duration::from_secs(30), || async {
+        let (status, body) = get("/readyz").await;
+        Ok((status == 503).then_some((status, body)))
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 503);
+    assert!(body.contains("prepared_transactions"), "{body}");
+    assert!(
+        body.contains("'cairn-test-held' (database postgres, owner postgres, prepared 1"),
+        "{body}"
+    );
+    assert!(body.contains("ROLLBACK PREPARED"), "{body}");
+    let (_, metrics) = get("/metrics").await;
+    let oldest: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cairn_prepared_transactions_oldest_age_seconds "))
+        .unwrap_or_else(|| panic!("{metrics}"))
+        .parse()
+        .unwrap();
+    assert!(oldest > 10.0, "{oldest}");
+    eprintln!("MEASURED /readyz with a prepared transaction: {body}");
+
+    sqlx::query("ROLLBACK PREPARED 'cairn-test-held'")
+        .execute(&admin)
+        .await
+        .unwrap();
+    eventually("the replica ready again", WAIT, || async {
+        Ok((get("/readyz").await.0 == 200).then_some(()))
+    })
+    .await
+    .unwrap();
+    let (_, metrics) = get("/metrics").await;
+    assert!(metrics.contains("\ncairn_prepared_transactions 0\n"), "{metrics}");
+    assert!(
+        metrics.contains("\ncairn_prepared_transactions_oldest_age_seconds 0"),
+        "{metrics}"
+    );
+    admin.close().await;
+    shutdown.cancel();
+    service.wait().await.unwrap();
+    drop(cluster);
 }

@@ -5,9 +5,10 @@ reader never sees half a file) with the envelope and the decoded subject, Messag
 appends every RCPT TO it is offered to DIR/rcpt.log; writes DIR/ready once it listens. Recipients
 given with --reject get `550 5.1.1`, with --tempfail `451 4.3.0`. With --auth USER:PASSWORD the
 server requires AUTH (PLAIN/LOGIN without TLS, for the test only) and refuses other credentials
-with 535. Stops on SIGTERM.
+with 535. With --delay SECONDS every reply (the greeting included; the last line of a multi-line
+reply) is held back that long, as a slow or overloaded server does. Stops on SIGTERM.
 
-    python smtp_sink.py --port 2525 --dir /tmp/sink [--reject a@x.test] [--auth user:pw]
+    python smtp_sink.py --port 2525 --dir /tmp/sink [--reject a@x.test] [--auth user:pw] [--delay 1.5]
 """
 
 import argparse
@@ -29,6 +30,7 @@ def parse_args():
     parser.add_argument("--reject", action="append", default=[])
     parser.add_argument("--tempfail", action="append", default=[])
     parser.add_argument("--auth", default=None)
+    parser.add_argument("--delay", type=float, default=0.0)
     return parser.parse_args()
 
 
@@ -75,6 +77,20 @@ class Handler:
         return "250 2.0.0 Ok: queued as %d" % self.count
 
 
+class SlowSMTP(SMTP):
+    """Holds back every reply by `reply_delay` seconds (the scenario of a slow server, not a wait
+    for anything). Continuation lines of a multi-line reply (`250-...`) go out at once; the delay
+    is before the line that ends the reply, so each reply costs one delay."""
+
+    reply_delay = 0.0
+
+    async def push(self, status):
+        text = status.decode("ascii", "replace") if isinstance(status, bytes) else status
+        if self.reply_delay > 0 and not (len(text) > 3 and text[3] == "-"):
+            await asyncio.sleep(self.reply_delay)
+        await super().push(status)
+
+
 def authenticator_for(spec):
     user, _, password = spec.partition(":")
 
@@ -102,7 +118,8 @@ async def main():
             auth_require_tls=False,
         )
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: SMTP(handler, **options), args.host, args.port)
+    SlowSMTP.reply_delay = args.delay
+    server = await loop.create_server(lambda: SlowSMTP(handler, **options), args.host, args.port)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)

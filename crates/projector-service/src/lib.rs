@@ -200,6 +200,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                 .boxed()
             }
         });
+    // A transaction left prepared holds every event reader back: not ready, naming its gid and age.
+    let prepared = cairn_eventstore::PreparedTransactions::new(
+        pool.clone(),
+        cairn_eventstore::PREPARED_TRANSACTION_MAX_AGE,
+    );
+    let readiness = readiness.with("prepared_transactions", prepared.readiness());
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding HTTP to {} (CAIRN_PROJECTOR_HTTP_ADDR)", config.http_addr))?;
@@ -212,7 +218,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             Ok(())
         }
     });
-    let router = cairn_telemetry::ops_router(readiness, Arc::new(registry));
+    prepared.register(&mut registry);
+    let router =
+        cairn_telemetry::ops_router_refreshing(readiness, Arc::new(registry), vec![prepared.refresher()]);
     tasks.spawn({
         let shutdown = shutdown.clone();
         async move {

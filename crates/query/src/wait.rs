@@ -10,7 +10,6 @@
 use cairn_domain::{InstanceId, Position};
 use cairn_projection::PROJECTION_CHANNEL;
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -106,36 +105,9 @@ impl PositionWaiter {
 }
 
 async fn listen(pool: PgPool, tx: watch::Sender<u64>, shutdown: CancellationToken) {
-    let mut backoff = Duration::from_millis(100);
-    while !shutdown.is_cancelled() {
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(listener) => listener,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for projection commits; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {} // retry backoff
-                    _ = shutdown.cancelled() => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        if listener.listen(PROJECTION_CHANNEL).await.is_err() {
-            continue;
-        }
-        backoff = Duration::from_millis(100);
-        tx.send_modify(|n| *n += 1);
-        loop {
-            tokio::select! {
-                notification = listener.recv() => match notification {
-                    Ok(_) => tx.send_modify(|n| *n += 1),
-                    Err(error) => {
-                        tracing::warn!(%error, "projection listener lost its connection; reconnecting");
-                        break;
-                    }
-                },
-                _ = shutdown.cancelled() => return,
-            }
-        }
-    }
+    // Every (re)connection counts as a change too: waiters re-check what they may have missed.
+    cairn_eventstore::listen_forever(&pool, PROJECTION_CHANNEL, "projection commits", &shutdown, |_| {
+        tx.send_modify(|n| *n += 1)
+    })
+    .await;
 }

@@ -252,11 +252,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             .boxed()
         }
     });
+    // A transaction left prepared holds every event reader back: not ready, naming its gid and age.
+    let prepared = cairn_eventstore::PreparedTransactions::new(
+        pool.clone(),
+        cairn_eventstore::PREPARED_TRANSACTION_MAX_AGE,
+    );
+    let readiness = readiness.with("prepared_transactions", prepared.readiness());
     let mut registry = Registry::default();
     let http_metrics = cairn_telemetry::RequestMetrics::register(&mut registry, "cairn_scim_http");
-    let app = router(gw)
-        .route_layer(http_metrics.layer("scim-gateway"))
-        .merge(cairn_telemetry::ops_router(readiness, Arc::new(registry)));
+    prepared.register(&mut registry);
+    let app = router(gw).route_layer(http_metrics.layer("scim-gateway")).merge(
+        cairn_telemetry::ops_router_refreshing(readiness, Arc::new(registry), vec![prepared.refresher()]),
+    );
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding HTTP to {} (CAIRN_SCIM_HTTP_ADDR)", config.http_addr))?;

@@ -12,5 +12,5 @@ pub mod shutdown;
 pub use layer::RequestMetrics;
 pub use logging::Telemetry;
 
-pub use ops::{Readiness, ops_router};
+pub use ops::{Readiness, Refresh, ops_router, ops_router_refreshing};
 pub use prometheus_client;

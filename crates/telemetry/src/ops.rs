@@ -2,7 +2,9 @@
 //! - `GET /healthz`: the process is alive (always 200 while it serves);
 //! - `GET /readyz`: every readiness check passes (200), or `503` as `application/problem+json`
 //!   naming the failing checks;
-//! - `GET /metrics`: the service's Prometheus registry in the text exposition format.
+//! - `GET /metrics`: the service's Prometheus registry in the text exposition format, after the
+//!   service's refresh hooks ran (gauges whose value lives elsewhere, such as PostgreSQL's
+//!   prepared transactions, are read at scrape time).
 
 use axum::Router;
 use axum::extract::State;
@@ -14,6 +16,10 @@ use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
 type Check = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// Work run before `/metrics` is encoded, such as reading a gauge's value from a database. It
+/// bounds its own time; a failure leaves its gauges as they were.
+pub type Refresh = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// Named readiness checks (PostgreSQL reachable, NATS connected, ...).
 #[derive(Clone, Default)]
@@ -49,15 +55,25 @@ impl Readiness {
 struct OpsState {
     readiness: Readiness,
     registry: Arc<Registry>,
+    refresh: Arc<[Refresh]>,
 }
 
 /// The router for `/healthz`, `/readyz` and `/metrics`; merge it into the service's HTTP router.
 pub fn ops_router(readiness: Readiness, registry: Arc<Registry>) -> Router {
+    ops_router_refreshing(readiness, registry, Vec::new())
+}
+
+/// [`ops_router`] whose `/metrics` first runs every hook of `refresh` (concurrently).
+pub fn ops_router_refreshing(readiness: Readiness, registry: Arc<Registry>, refresh: Vec<Refresh>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(OpsState { readiness, registry })
+        .with_state(OpsState {
+            readiness,
+            registry,
+            refresh: refresh.into(),
+        })
 }
 
 async fn readyz(State(state): State<OpsState>) -> Response {
@@ -85,6 +101,7 @@ async fn readyz(State(state): State<OpsState>) -> Response {
 }
 
 async fn metrics(State(state): State<OpsState>) -> Response {
+    futures::future::join_all(state.refresh.iter().map(|refresh| refresh())).await;
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
         Ok(()) => (

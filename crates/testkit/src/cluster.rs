@@ -1,133 +1,141 @@
-//! A private PostgreSQL cluster for one test: `initdb` into a temporary directory, started on a
-//! free loopback port with trust authentication, stopped (`-m immediate`) and removed on drop. For
-//! tests that need what the shared server cannot give them: a cluster with a fresh transaction
-//! counter (a restore into a new cluster), other server settings, or one the test may restart.
-//! Runs the server binaries of the newest installed PostgreSQL (`/usr/lib/postgresql/<v>/bin`) as
-//! the `postgres` user when the test runs as root.
+//! A private PostgreSQL cluster for a test that needs server settings the shared server lacks
+//! (for example `max_prepared_transactions > 0`) or a cluster of its own (a restore into a new
+//! cluster, whose transaction counter starts afresh): `initdb` into a fresh directory, started with
+//! `pg_ctl` on a free loopback port with trust authentication, stopped (`-m immediate`) and
+//! deleted on drop. As `scripts/chaos` does: the newest installed server binaries
+//! (`/usr/lib/postgresql/<version>/bin`, or `CAIRN_TEST_PG_BIN`), and, when the test runs as root,
+//! the cluster belongs to the `postgres` user (PostgreSQL refuses to run as root) in a directory
+//! under `/tmp` that user can enter.
 
+use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A running private cluster.
 #[derive(Debug)]
 pub struct PrivateCluster {
-    bin: PathBuf,
+    /// `postgres://postgres@127.0.0.1:<port>/postgres`.
+    pub url: String,
+    /// Its port.
+    pub port: u16,
     dir: PathBuf,
-    port: u16,
+    bin: PathBuf,
     as_postgres: bool,
 }
 
 impl PrivateCluster {
-    /// Creates and starts a cluster; `settings` are extra `-c name=value` server settings.
-    pub fn start(settings: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let bin = newest_bin()?;
-        let as_postgres = is_root();
+    /// Creates and starts a cluster with `settings` (`name=value`, passed as `-c` options).
+    pub fn start(settings: &[&str]) -> anyhow::Result<Self> {
+        let bin = server_bin()?;
+        let as_postgres = running_as_root();
         let dir = std::env::temp_dir().join(format!("cairn-test-pg-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir)?;
-        if as_postgres {
-            run(Command::new("chown").arg("postgres:postgres").arg(&dir))?;
-        }
-        let port = free_port()?;
+        std::fs::create_dir_all(dir.join("sock"))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let cluster = Self {
-            bin,
-            dir,
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
             port,
+            dir,
+            bin,
             as_postgres,
         };
+        if as_postgres {
+            cluster.run("chown", &["-R", "postgres", &cluster.path("")], false)?;
+        }
+        let data = cluster.path("data");
         cluster.run_pg(
             "initdb",
             &[
                 "-D",
-                &cluster.data().to_string_lossy(),
+                &data,
                 "-U",
                 "postgres",
                 "--auth=trust",
                 "-E",
                 "UTF8",
+                "--no-sync",
             ],
         )?;
         let mut options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off",
-            cluster.port,
-            cluster.dir.display()
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            cluster.path("sock")
         );
-        for (name, value) in settings {
-            options.push_str(&format!(" -c {name}={value}"));
+        for setting in settings {
+            options.push_str(" -c ");
+            options.push_str(setting);
         }
-        let log = cluster.dir.join("postgres.log");
-        cluster.run_pg(
+        let log = cluster.path("postgres.log");
+        if let Err(error) = cluster.run_pg(
             "pg_ctl",
-            &[
-                "-D",
-                &cluster.data().to_string_lossy(),
-                "-l",
-                &log.to_string_lossy(),
-                "-o",
-                &options,
-                "-w",
-                "start",
-            ],
-        )?;
+            &["-D", &data, "-l", &log, "-o", &options, "-w", "start"],
+        ) {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            anyhow::bail!("{error:#}\n{log}");
+        }
         Ok(cluster)
     }
 
-    /// A URL of the cluster's `postgres` database.
-    pub fn url(&self) -> String {
-        self.url_of("postgres")
-    }
-
-    /// A URL of database `name` on the cluster.
-    pub fn url_of(&self, name: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
-    }
-
-    /// The directory of the server binaries (`pg_dump`, `pg_restore`, `psql`, ...).
+    /// The directory of the server's binaries (`pg_dump`, `pg_restore`, `psql`, ...).
     pub fn bin(&self) -> &Path {
         &self.bin
     }
 
-    fn data(&self) -> PathBuf {
-        self.dir.join("data")
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
     }
 
-    fn run_pg(&self, program: &str, args: &[&str]) -> anyhow::Result<()> {
-        let path = self.bin.join(program);
-        let mut command = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.arg("-u").arg("postgres").arg("--").arg(&path);
-            c
+    fn run_pg(&self, tool: &str, args: &[&str]) -> anyhow::Result<()> {
+        let program = self.bin.join(tool).display().to_string();
+        self.run(&program, args, self.as_postgres)
+    }
+
+    fn run(&self, program: &str, args: &[&str], as_postgres: bool) -> anyhow::Result<()> {
+        let output = if as_postgres {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--", program])
+                .args(args)
+                .output()
         } else {
-            Command::new(&path)
-        };
-        command.args(args).current_dir(&self.dir);
-        run(&mut command)
+            Command::new(program).args(args).output()
+        }
+        .with_context(|| format!("running {program}"))?;
+        anyhow::ensure!(
+            output.status.success(),
+            "{program} {args:?} failed ({}): {}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(())
     }
 }
 
 impl Drop for PrivateCluster {
     fn drop(&mut self) {
-        let data = self.data().to_string_lossy().into_owned();
+        let data = self.path("data");
         let _ = self.run_pg("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-fn run(command: &mut Command) -> anyhow::Result<()> {
-    let output = command.output()?;
-    anyhow::ensure!(
-        output.status.success(),
-        "{command:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(())
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
 
-fn newest_bin() -> anyhow::Result<PathBuf> {
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")?
-        .filter_map(|entry| entry.ok())
+/// `CAIRN_TEST_PG_BIN`, else the newest `/usr/lib/postgresql/<version>/bin` with `initdb`.
+fn server_bin() -> anyhow::Result<PathBuf> {
+    if let Ok(bin) = std::env::var("CAIRN_TEST_PG_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    let root = Path::new("/usr/lib/postgresql");
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(root)
+        .with_context(|| format!("no PostgreSQL server binaries under {}", root.display()))?
         .filter_map(|entry| {
-            let version = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let entry = entry.ok()?;
+            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
             let bin = entry.path().join("bin");
             bin.join("initdb").exists().then_some((version, bin))
         })
@@ -136,18 +144,5 @@ fn newest_bin() -> anyhow::Result<PathBuf> {
     versions
         .pop()
         .map(|(_, bin)| bin)
-        .ok_or_else(|| anyhow::anyhow!("no PostgreSQL server binaries under /usr/lib/postgresql"))
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+        .with_context(|| format!("no initdb under {} (set CAIRN_TEST_PG_BIN)", root.display()))
 }
