@@ -254,9 +254,15 @@ async fn page(
     if count == 0 {
         return Ok((Vec::new(), total, count));
     }
+    // The page's ids first, then the JSON of those rows only: turning every matching row into JSON
+    // before sorting them (what the planner does for a one-level query) cost seconds at 100,000
+    // users.
     let sql = format!(
-        "SELECT to_jsonb({alias}) FROM {table} {alias} WHERE {condition} \
-         ORDER BY {order} {direction} NULLS LAST, {alias}.id {direction} LIMIT {count} OFFSET {offset}"
+        "SELECT to_jsonb({alias}) FROM {table} {alias} JOIN ( \
+           SELECT {alias}.id AS page_id, {order} AS page_key FROM {table} {alias} WHERE {condition} \
+           ORDER BY {order} {direction} NULLS LAST, {alias}.id {direction} LIMIT {count} OFFSET {offset} \
+         ) page ON {alias}.instance_id = $1 AND {alias}.id = page.page_id \
+         ORDER BY page.page_key {direction} NULLS LAST, page.page_id {direction}"
     );
     let rows = bind(
         sqlx::query_scalar(&sql)
