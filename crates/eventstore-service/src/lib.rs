@@ -14,13 +14,10 @@ pub use config::Config;
 use anyhow::Context;
 use cairn_eventstore::{CommitListener, PgEventStore};
 use cairn_proto::eventstore::v1::event_store_service_server::EventStoreServiceServer;
-use cairn_telemetry::Readiness;
-use cairn_telemetry::prometheus_client::registry::Registry;
-use futures::FutureExt;
+use cairn_runtime::{Runtime, bind};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// A started service: its bound addresses and its tasks.
@@ -29,21 +26,14 @@ pub struct Service {
     pub grpc_addr: SocketAddr,
     /// Where /healthz, /readyz and /metrics listen.
     pub http_addr: SocketAddr,
-    tasks: JoinSet<anyhow::Result<()>>,
+    service: cairn_runtime::Service,
 }
 
 impl Service {
-    /// Waits until every task has ended (after shutdown), returning the first error.
-    pub async fn wait(mut self) -> anyhow::Result<()> {
-        let mut first_error = None;
-        while let Some(joined) = self.tasks.join_next().await {
-            let result = joined.context("a service task panicked").and_then(|r| r);
-            if let Err(error) = result {
-                tracing::error!(error = %format!("{error:#}"), "service task failed");
-                first_error.get_or_insert(error);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+    /// Waits until every task has ended (after shutdown: the relay first, then the servers),
+    /// returning the first error.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.service.wait().await
     }
 }
 
@@ -51,93 +41,27 @@ impl Service {
 /// servers. Everything stops when `shutdown` is cancelled.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Service> {
     config.validate()?;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(8)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(
-            cairn_eventstore::connect_options(
-                &config.database_url,
-                cairn_eventstore::IDLE_IN_TRANSACTION_TIMEOUT,
-            )
-            .context("CAIRN_DATABASE_URL is not a PostgreSQL URL")?,
+    let mut rt = Runtime::new("eventstore", shutdown.clone());
+    let pool = rt
+        .postgres(
+            &config.database_url,
+            8,
+            cairn_eventstore::IDLE_IN_TRANSACTION_TIMEOUT,
         )
-        .await
-        .context("connecting to PostgreSQL (CAIRN_DATABASE_URL)")?;
-    cairn_migrations::run(&pool)
-        .await
-        .context("applying migrations")?;
+        .await?;
     let store = PgEventStore::new(pool.clone());
     let commits = CommitListener::start(pool.clone(), shutdown.clone());
-
-    let nats = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(2))
-        .connect(config.nats_url.as_str())
-        .await
-        .context("connecting to NATS (CAIRN_NATS_URL)")?;
+    let nats = rt.nats(&config.nats_url).await?;
     let js = async_nats::jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(2))
-        .build(nats.clone());
-
-    let mut registry = Registry::default();
+        .build(nats);
     let relay_metrics = metrics::RelayMetrics::default();
-    relay_metrics.register(&mut registry);
+    relay_metrics.register(rt.registry());
 
-    let readiness = Readiness::default()
-        .with("postgres", {
-            let pool = pool.clone();
-            move || {
-                let pool = pool.clone();
-                async move {
-                    sqlx::query("SELECT 1")
-                        .execute(&pool)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
-                }
-                .boxed()
-            }
-        })
-        .with("nats", {
-            let nats = nats.clone();
-            move || {
-                let state = nats.connection_state();
-                async move {
-                    match state {
-                        async_nats::connection::State::Connected => Ok(()),
-                        other => Err(format!("nats connection is {other:?}")),
-                    }
-                }
-                .boxed()
-            }
-        });
-    // A transaction left prepared holds every event reader back: not ready, naming its gid and age.
-    let prepared = cairn_eventstore::PreparedTransactions::new(
-        pool.clone(),
-        cairn_eventstore::PREPARED_TRANSACTION_MAX_AGE,
-    );
-    let readiness = readiness.with("prepared_transactions", prepared.readiness());
-
-    let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
-        .await
-        .with_context(|| {
-            format!(
-                "binding gRPC to {} (CAIRN_EVENTSTORE_GRPC_ADDR)",
-                config.grpc_addr
-            )
-        })?;
-    let http_listener = tokio::net::TcpListener::bind(config.http_addr)
-        .await
-        .with_context(|| {
-            format!(
-                "binding HTTP to {} (CAIRN_EVENTSTORE_HTTP_ADDR)",
-                config.http_addr
-            )
-        })?;
+    let grpc_listener = bind(config.grpc_addr, "CAIRN_EVENTSTORE_GRPC_ADDR").await?;
+    let http_listener = bind(config.http_addr, "CAIRN_EVENTSTORE_HTTP_ADDR").await?;
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
-
-    let mut tasks = JoinSet::new();
 
     let relay = relay::Relay::new(
         store.clone(),
@@ -146,7 +70,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         commits.subscribe(),
         relay_metrics,
     );
-    tasks.spawn({
+    rt.spawn_worker("relay", {
         let shutdown = shutdown.clone();
         async move { relay.run(shutdown).await.map_err(anyhow::Error::from) }
     });
@@ -167,8 +91,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .build_v1()
         .context("building gRPC reflection")?;
     let token: Arc<str> = Arc::from(config.service_token.as_str());
-    let grpc_metrics = cairn_telemetry::RequestMetrics::register(&mut registry, "cairn_eventstore_grpc");
+    let grpc_metrics = cairn_telemetry::RequestMetrics::register(rt.registry(), "cairn_eventstore_grpc");
     let grpc = tonic::transport::Server::builder()
+        .layer(cairn_runtime::http::grpc_request_id())
         .layer(grpc_metrics.layer("eventstore"))
         .add_service(health_service)
         .add_service(reflection)
@@ -176,35 +101,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             api,
             grpc::authenticate(token),
         ));
-    tasks.spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            grpc.serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-                shutdown.cancelled_owned(),
-            )
-            .await
-            .context("gRPC server failed")
-        }
+    rt.spawn_server("grpc", move |stop| async move {
+        grpc.serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            stop.cancelled_owned(),
+        )
+        .await
+        .context("gRPC server failed")
     });
-
-    prepared.register(&mut registry);
-    let http =
-        cairn_telemetry::ops_router_refreshing(readiness, Arc::new(registry), vec![prepared.refresher()]);
-    tasks.spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            axum::serve(http_listener, http)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-                .context("HTTP server failed")
-        }
-    });
+    rt.serve_http(http_listener, axum::Router::new(), &Default::default());
 
     tracing::info!(%grpc_addr, %http_addr, "eventstore service started");
     Ok(Service {
         grpc_addr,
         http_addr,
-        tasks,
+        service: rt.into_service(),
     })
 }

@@ -3,17 +3,12 @@
 //! `/metrics`. Run as many replicas as wanted; leases spread the (projection, instance) pairs across
 //! them.
 
-use anyhow::Context;
 use cairn_eventstore::PgEventStore;
 use cairn_projection::projector::{Projector, ProjectorConfig, ProjectorMetrics};
-use cairn_telemetry::Readiness;
-use cairn_telemetry::prometheus_client::registry::Registry;
+use cairn_runtime::{Runtime, bind};
 use clap::Parser;
-use futures::FutureExt;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// Settings of a projector replica.
@@ -82,7 +77,7 @@ pub struct Service {
     pub http_addr: SocketAddr,
     /// This replica's lease owner id.
     pub owner: uuid_shim::Uuid,
-    tasks: JoinSet<anyhow::Result<()>>,
+    service: cairn_runtime::Service,
 }
 
 /// Re-export so callers need not depend on `uuid` to read [`Service::owner`].
@@ -91,47 +86,32 @@ pub mod uuid_shim {
 }
 
 impl Service {
-    /// Waits for every task to end after shutdown.
-    pub async fn wait(mut self) -> anyhow::Result<()> {
-        let mut first = None;
-        while let Some(joined) = self.tasks.join_next().await {
-            if let Err(error) = joined.context("a projector task panicked").and_then(|r| r) {
-                tracing::error!(error = %format!("{error:#}"), "projector task failed");
-                first.get_or_insert(error);
-            }
-        }
-        first.map_or(Ok(()), Err)
+    /// Waits for every task to end after shutdown (the workers, then the HTTP server). Dropping
+    /// the service instead aborts its tasks, as a crash would.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.service.wait().await
     }
 }
 
 /// Connects, migrates, and starts the replica and its HTTP endpoints.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Service> {
     config.validate()?;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(8)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(
-            cairn_eventstore::connect_options(
-                &config.database_url,
-                Duration::from_secs(config.lease_ttl_secs),
-            )
-            .context("CAIRN_DATABASE_URL is not a PostgreSQL URL")?,
+    let mut rt = Runtime::new("projector", shutdown.clone());
+    // A replica stopped inside a transaction must not hold row locks and the visibility horizon
+    // longer than its lease.
+    let pool = rt
+        .postgres(
+            &config.database_url,
+            8,
+            Duration::from_secs(config.lease_ttl_secs),
         )
-        .await
-        .context("connecting to PostgreSQL (CAIRN_DATABASE_URL)")?;
-    cairn_migrations::run(&pool)
-        .await
-        .context("applying migrations")?;
+        .await?;
     let store = PgEventStore::new(pool.clone());
-    let nats = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(config.nats_url.as_str())
-        .await
-        .context("connecting to NATS (CAIRN_NATS_URL)")?;
-    let js = async_nats::jetstream::new(nats.clone());
+    let nats = rt.nats(&config.nats_url).await?;
+    let js = async_nats::jetstream::new(nats);
 
     let metrics = ProjectorMetrics::default();
-    let mut registry = Registry::default();
+    let registry = rt.registry();
     registry.register(
         "cairn_projector_events",
         "Events read by this replica's workers",
@@ -152,8 +132,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         "Leases held by this replica",
         metrics.leases.clone(),
     );
-    let lag = LagCollector { pool: pool.clone() };
-    registry.register_collector(Box::new(lag));
+    registry.register_collector(Box::new(LagCollector { pool: pool.clone() }));
 
     let projector = Projector::new(
         pool.clone(),
@@ -171,70 +150,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         metrics,
     );
     let owner = projector.owner();
-
-    let readiness = Readiness::default()
-        .with("postgres", {
-            let pool = pool.clone();
-            move || {
-                let pool = pool.clone();
-                async move {
-                    sqlx::query("SELECT 1")
-                        .execute(&pool)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
-                }
-                .boxed()
-            }
-        })
-        .with("nats", {
-            let nats = nats.clone();
-            move || {
-                let state = nats.connection_state();
-                async move {
-                    match state {
-                        async_nats::connection::State::Connected => Ok(()),
-                        other => Err(format!("nats connection is {other:?}")),
-                    }
-                }
-                .boxed()
-            }
-        });
-    // A transaction left prepared holds every event reader back: not ready, naming its gid and age.
-    let prepared = cairn_eventstore::PreparedTransactions::new(
-        pool.clone(),
-        cairn_eventstore::PREPARED_TRANSACTION_MAX_AGE,
-    );
-    let readiness = readiness.with("prepared_transactions", prepared.readiness());
-    let listener = tokio::net::TcpListener::bind(config.http_addr)
-        .await
-        .with_context(|| format!("binding HTTP to {} (CAIRN_PROJECTOR_HTTP_ADDR)", config.http_addr))?;
+    let listener = bind(config.http_addr, "CAIRN_PROJECTOR_HTTP_ADDR").await?;
     let http_addr = listener.local_addr()?;
-    let mut tasks = JoinSet::new();
-    tasks.spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            projector.run(shutdown).await;
-            Ok(())
-        }
+    rt.spawn_worker("projector", async move {
+        projector.run(shutdown).await;
+        Ok(())
     });
-    prepared.register(&mut registry);
-    let router =
-        cairn_telemetry::ops_router_refreshing(readiness, Arc::new(registry), vec![prepared.refresher()]);
-    tasks.spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-                .context("HTTP server failed")
-        }
-    });
+    rt.serve_http(listener, axum::Router::new(), &Default::default());
     tracing::info!(%http_addr, %owner, "projector replica started");
     Ok(Service {
         http_addr,
         owner,
-        tasks,
+        service: rt.into_service(),
     })
 }
 

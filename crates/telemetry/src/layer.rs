@@ -3,6 +3,9 @@
 //! `traceparent` when one came in) and is counted in two Prometheus families,
 //! `<prefix>_requests_total{route, status}` and `<prefix>_request_duration_seconds{route}`.
 //!
+//! The span carries the request id (`x-request-id`, set by the service runtime's middleware in
+//! front of this layer), so every log line of the request names it.
+//!
 //! The route is the gRPC method path (`/cairn.v1.UserService/AddUser`) or axum's matched route
 //! (`/scim/v2/Users/{id}`), never the raw path, so the label set stays small; requests that match
 //! no route count as `unmatched`. The status is the gRPC status code for gRPC and the HTTP status
@@ -128,12 +131,20 @@ where
         } else {
             format!("{} {route}", request.method())
         };
+        // Set by the runtime's request-id layer in front of this one (or by the caller).
+        let request_id = request
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
         let span = tracing::info_span!(
             "request",
             otel.name = %name,
             otel.kind = "server",
             cairn.service = self.service,
             route = %route,
+            request_id = %request_id,
         );
         set_parent(
             &span,
