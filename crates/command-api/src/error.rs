@@ -6,7 +6,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cairn_domain::{DomainError, FieldViolation};
 use cairn_eventstore::StoreError;
-use prost::Message;
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -128,117 +127,61 @@ impl From<cairn_query::WaitError> for ApiError {
     }
 }
 
-/// `google.rpc.BadRequest.FieldViolation`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct PbFieldViolation {
-    #[prost(string, tag = "1")]
-    field: String,
-    #[prost(string, tag = "2")]
-    description: String,
-}
-
-/// `google.rpc.BadRequest`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct PbBadRequest {
-    #[prost(message, repeated, tag = "1")]
-    field_violations: Vec<PbFieldViolation>,
-}
-
-/// `google.rpc.Status`, the payload of `grpc-status-details-bin`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct PbStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<prost_types::Any>,
-}
-
-impl From<ApiError> for tonic::Status {
-    fn from(error: ApiError) -> Self {
-        use tonic::Code;
-        let message = error.message();
-        let code = match &error {
-            ApiError::Invalid(_) => Code::InvalidArgument,
-            ApiError::NotFound(_) => Code::NotFound,
-            ApiError::AlreadyExists(_) => Code::AlreadyExists,
-            ApiError::Aborted(_) | ApiError::Restart(_) => Code::Aborted,
-            ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
-            ApiError::Unauthenticated(_) => Code::Unauthenticated,
-            ApiError::PermissionDenied(_) => Code::PermissionDenied,
-            ApiError::DeadlineExceeded(_) => Code::DeadlineExceeded,
-            ApiError::Unavailable(_) => Code::Unavailable,
-            ApiError::Internal(_) => Code::Internal,
-        };
-        if let ApiError::Invalid(violations) = &error {
-            let bad_request = PbBadRequest {
-                field_violations: violations
+impl ApiError {
+    /// The error in Cairn's one vocabulary ([`cairn_error::Error`]): the code, a stable reason,
+    /// the message and the field violations. Every rendering (gRPC, problem+json) goes through it.
+    pub fn to_error(&self) -> cairn_error::Error {
+        use cairn_error::{Code, Error, Violation};
+        let message = self.message();
+        match self {
+            Self::Invalid(violations) => Error::invalid(
+                violations
                     .iter()
-                    .map(|v| PbFieldViolation {
+                    .map(|v| Violation {
                         field: v.field.clone(),
                         description: v.description.clone(),
                     })
                     .collect(),
-            };
-            let status = PbStatus {
-                code: code as i32,
-                message: message.clone(),
-                details: vec![prost_types::Any {
-                    type_url: "type.googleapis.com/google.rpc.BadRequest".into(),
-                    value: bad_request.encode_to_vec(),
-                }],
-            };
-            return tonic::Status::with_details(code, message, status.encode_to_vec().into());
+            ),
+            Self::NotFound(what) => Error::not_found(what),
+            Self::Restart(_) => {
+                Error::new(Code::Conflict, message).with_reason("CONCURRENT_CHANGE_RETRIES_EXHAUSTED")
+            }
+            other => Error::new(other.code(), message),
         }
-        tonic::Status::new(code, message)
+    }
+
+    /// The kind of failure.
+    pub fn code(&self) -> cairn_error::Code {
+        use cairn_error::Code;
+        match self {
+            Self::Invalid(_) => Code::InvalidArgument,
+            Self::NotFound(_) => Code::NotFound,
+            Self::AlreadyExists(_) => Code::AlreadyExists,
+            Self::Aborted(_) | Self::Restart(_) => Code::Conflict,
+            Self::FailedPrecondition(_) => Code::FailedPrecondition,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::PermissionDenied(_) => Code::PermissionDenied,
+            Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Self::Unavailable(_) => Code::Unavailable,
+            Self::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// The HTTP status of this error.
+    pub fn http_status(&self) -> StatusCode {
+        StatusCode::from_u16(self.code().http()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 }
 
-impl ApiError {
-    /// The HTTP status of this error.
-    pub fn http_status(&self) -> StatusCode {
-        match self {
-            Self::Invalid(_) => StatusCode::BAD_REQUEST,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::AlreadyExists(_) => StatusCode::CONFLICT,
-            Self::Aborted(_) | Self::Restart(_) => StatusCode::CONFLICT,
-            Self::FailedPrecondition(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Self::PermissionDenied(_) => StatusCode::FORBIDDEN,
-            Self::DeadlineExceeded(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+impl From<ApiError> for tonic::Status {
+    fn from(error: ApiError) -> Self {
+        error.to_error().to_status()
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.http_status();
-        let mut body = serde_json::json!({
-            "type": "about:blank",
-            "title": status.canonical_reason().unwrap_or("error"),
-            "status": status.as_u16(),
-            "detail": self.message(),
-        });
-        if let ApiError::Invalid(violations) = &self {
-            body["invalid_params"] = violations
-                .iter()
-                .map(|v| serde_json::json!({ "name": v.field, "reason": v.description }))
-                .collect();
-        }
-        let mut response = (status, body.to_string()).into_response();
-        response.headers_mut().insert(
-            axum::http::header::CONTENT_TYPE,
-            axum::http::HeaderValue::from_static("application/problem+json"),
-        );
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
-        }
-        response
+        self.to_error().into_response()
     }
 }

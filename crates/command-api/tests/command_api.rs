@@ -843,7 +843,37 @@ async fn bad_input_is_invalid_argument_with_field_violations() {
         details: Vec<prost_types::Any>,
     }
     let status = Status::decode(error.details()).unwrap();
-    let bad = BadRequest::decode(status.details[0].value.as_slice()).unwrap();
+    let detail = |type_url: &str| {
+        status
+            .details
+            .iter()
+            .find(|d| d.type_url == type_url)
+            .unwrap_or_else(|| panic!("no {type_url} in {:?}", status.details))
+    };
+    let bad = BadRequest::decode(
+        detail("type.googleapis.com/google.rpc.BadRequest")
+            .value
+            .as_slice(),
+    )
+    .unwrap();
+    // google.rpc.ErrorInfo: reason (1), domain (2).
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ErrorInfo {
+        #[prost(string, tag = "1")]
+        reason: String,
+        #[prost(string, tag = "2")]
+        domain: String,
+    }
+    let info = ErrorInfo::decode(
+        detail("type.googleapis.com/google.rpc.ErrorInfo")
+            .value
+            .as_slice(),
+    )
+    .unwrap();
+    assert_eq!(
+        (info.reason.as_str(), info.domain.as_str()),
+        ("INVALID_ARGUMENT", "cairn")
+    );
     let fields: Vec<&str> = bad.field_violations.iter().map(|v| v.field.as_str()).collect();
     assert!(fields.contains(&"user_name"), "{fields:?}");
     assert!(fields.contains(&"profile.emails[0].value"), "{fields:?}");

@@ -2,11 +2,13 @@
 //! and `SubscribeEvents`, authenticated with the service token from configuration.
 
 use cairn_domain::{AggregateId, AggregateType, EventType, InstanceId, Position, StoredEvent};
+use cairn_error::{Code, Error};
 use cairn_eventstore::{EventFilter, EventStore, MAX_FILTER_LIMIT, PgEventStore, StoreError};
 use cairn_proto::eventstore::v1 as pb;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
@@ -47,30 +49,32 @@ pub fn authenticate(token: Arc<str>) -> impl Fn(Request<()>) -> Result<Request<(
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
-        if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
+            .ok_or_else(|| {
+                Error::new(Code::Unauthenticated, "missing bearer token")
+                    .with_reason("TOKEN_MISSING")
+                    .to_status()
+            })?;
+        // Constant time in the token's content (its length is not secret).
+        if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
             Ok(request)
         } else {
-            Err(Status::unauthenticated("invalid token"))
+            Err(Error::new(Code::Unauthenticated, "invalid token")
+                .with_reason("TOKEN_INVALID")
+                .to_status())
         }
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn status(error: StoreError) -> Status {
     match error {
-        StoreError::Invalid { field, reason } => Status::invalid_argument(format!("{field}: {reason}")),
-        other => {
-            tracing::error!(error = %other, "event store failed");
-            Status::unavailable("the event store is unavailable")
-        }
+        StoreError::Invalid { field, reason } => invalid(field, reason),
+        other => Error::unavailable(format!("event store failed: {other}")).to_status(),
     }
+}
+
+/// `INVALID_ARGUMENT` with one field violation.
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Status {
+    Error::invalid_field(field, reason).to_status()
 }
 
 fn position_from(p: Option<&pb::Position>) -> Position {
@@ -86,7 +90,7 @@ fn position_to(p: Position) -> pb::Position {
 
 fn parse_filter(filter: Option<pb::EventFilter>) -> Result<EventFilter, Status> {
     let filter = filter.unwrap_or_default();
-    let bad = |field: &str, reason: String| Status::invalid_argument(format!("filter.{field}: {reason}"));
+    let bad = |field: &str, reason: String| invalid(format!("filter.{field}"), reason);
     let instance_id = if filter.instance_id.is_empty() {
         None
     } else {
@@ -162,9 +166,7 @@ impl pb::event_store_service_server::EventStoreService for EventApi {
         filter.limit = match request.limit {
             0 => 1000,
             n if n > MAX_FILTER_LIMIT => {
-                return Err(Status::invalid_argument(format!(
-                    "limit: at most {MAX_FILTER_LIMIT}"
-                )));
+                return Err(invalid("limit", format!("at most {MAX_FILTER_LIMIT}")));
             }
             n => n,
         };
@@ -186,7 +188,7 @@ impl pb::event_store_service_server::EventStoreService for EventApi {
                 request
                     .instance_id
                     .parse::<InstanceId>()
-                    .map_err(|e| Status::invalid_argument(format!("instance_id: {e}")))?,
+                    .map_err(|e| invalid("instance_id", e.to_string()))?,
             )
         };
         let head = self.store.head_position(instance).await.map_err(status)?;
@@ -250,7 +252,7 @@ impl EventApi {
                 _ = commits.changed() => {}
                 _ = tokio::time::sleep(self.fallback_poll) => {} // poll_interval: a lost notification only delays
                 _ = tx.closed() => return Ok(()),
-                _ = self.shutdown.cancelled() => return Err(Status::unavailable("the service is shutting down")),
+                _ = self.shutdown.cancelled() => return Err(Error::new(Code::Unavailable, "the service is shutting down").with_reason("SHUTTING_DOWN").to_status()),
             }
         }
     }
