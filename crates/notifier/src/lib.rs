@@ -34,13 +34,10 @@ use cairn_eventstore::PgEventStore;
 use cairn_projection::Projection;
 use cairn_projection::projector::{Projector, ProjectorConfig, ProjectorMetrics};
 use cairn_proto::notification::v1::notification_service_server::NotificationServiceServer;
-use cairn_telemetry::Readiness;
-use futures::FutureExt;
-use prometheus_client::registry::Registry;
+use cairn_runtime::{Runtime, bind};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// A started replica.
@@ -53,20 +50,14 @@ pub struct Service {
     pub owner: uuid::Uuid,
     /// Its metrics.
     pub metrics: NotifierMetrics,
-    tasks: JoinSet<anyhow::Result<()>>,
+    service: cairn_runtime::Service,
 }
 
 impl Service {
-    /// Waits for every task to end after shutdown.
-    pub async fn wait(mut self) -> anyhow::Result<()> {
-        let mut first = None;
-        while let Some(joined) = self.tasks.join_next().await {
-            if let Err(error) = joined.context("a notifier task panicked").and_then(|r| r) {
-                tracing::error!(error = %format!("{error:#}"), "notifier task failed");
-                first.get_or_insert(error);
-            }
-        }
-        first.map_or(Ok(()), Err)
+    /// Waits for every task to end after shutdown: the intake and the senders finish what they
+    /// hold (sends in flight are recorded), then the gRPC and HTTP servers stop.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.service.wait().await
     }
 }
 
@@ -86,31 +77,20 @@ pub async fn start_with(
     let keys = cairn_secrets::Keyring::parse(config.keys.expose_str())
         .map_err(|e| anyhow::anyhow!("CAIRN_KEYS: {e}"))?;
     let templates = cairn_mail::Templates::new().context("compiling the email templates")?;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(8 + config.concurrency as u32)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(
-            cairn_eventstore::connect_options(
-                &config.database_url,
-                Duration::from_secs(config.lease_ttl_secs),
-            )
-            .context("CAIRN_DATABASE_URL is not a PostgreSQL URL")?,
+    let mut rt = Runtime::new("notifier", shutdown.clone());
+    let pool = rt
+        .postgres(
+            &config.database_url,
+            8 + config.concurrency as u32,
+            Duration::from_secs(config.lease_ttl_secs),
         )
-        .await
-        .context("connecting to PostgreSQL (CAIRN_DATABASE_URL)")?;
-    cairn_migrations::run(&pool)
-        .await
-        .context("applying migrations")?;
+        .await?;
     let store = PgEventStore::new(pool.clone());
-    let nats = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(config.nats_url.as_str())
-        .await
-        .context("connecting to NATS (CAIRN_NATS_URL)")?;
-    let js = async_nats::jetstream::new(nats.clone());
+    let nats = rt.nats(&config.nats_url).await?;
+    let js = async_nats::jetstream::new(nats);
 
-    let mut registry = Registry::default();
-    let grpc_metrics = cairn_telemetry::RequestMetrics::register(&mut registry, "cairn_notifier_grpc");
+    let registry = rt.registry();
+    let grpc_metrics = cairn_telemetry::RequestMetrics::register(registry, "cairn_notifier_grpc");
     let projector_metrics = ProjectorMetrics::default();
     registry.register(
         "cairn_notifier_intake_events",
@@ -123,7 +103,7 @@ pub async fn start_with(
         projector_metrics.leases.clone(),
     );
     let metrics = NotifierMetrics::default();
-    metrics.register(&mut registry);
+    metrics.register(registry);
 
     let projector = Projector::new(
         pool.clone(),
@@ -158,50 +138,9 @@ pub async fn start_with(
         hooks,
     };
 
-    let readiness = Readiness::default()
-        .with("postgres", {
-            let pool = pool.clone();
-            move || {
-                let pool = pool.clone();
-                async move {
-                    sqlx::query("SELECT 1")
-                        .execute(&pool)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
-                }
-                .boxed()
-            }
-        })
-        .with("nats", {
-            let nats = nats.clone();
-            move || {
-                let state = nats.connection_state();
-                async move {
-                    match state {
-                        async_nats::connection::State::Connected => Ok(()),
-                        other => Err(format!("nats connection is {other:?}")),
-                    }
-                }
-                .boxed()
-            }
-        });
-    // A transaction left prepared holds every event reader back: not ready, naming its gid and age.
-    let prepared = cairn_eventstore::PreparedTransactions::new(
-        pool.clone(),
-        cairn_eventstore::PREPARED_TRANSACTION_MAX_AGE,
-    );
-    let readiness = readiness.with("prepared_transactions", prepared.readiness());
-    let listener = tokio::net::TcpListener::bind(config.http_addr)
-        .await
-        .with_context(|| format!("binding HTTP to {} (CAIRN_NOTIFIER_HTTP_ADDR)", config.http_addr))?;
+    let listener = bind(config.http_addr, "CAIRN_NOTIFIER_HTTP_ADDR").await?;
     let http_addr = listener.local_addr()?;
-    prepared.register(&mut registry);
-    let router =
-        cairn_telemetry::ops_router_refreshing(readiness, Arc::new(registry), vec![prepared.refresher()]);
-    let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
-        .await
-        .with_context(|| format!("binding gRPC to {} (CAIRN_NOTIFIER_GRPC_ADDR)", config.grpc_addr))?;
+    let grpc_listener = bind(config.grpc_addr, "CAIRN_NOTIFIER_GRPC_ADDR").await?;
     let grpc_addr = grpc_listener.local_addr()?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -213,6 +152,7 @@ pub async fn start_with(
         .build_v1()
         .context("building gRPC reflection")?;
     let grpc = tonic::transport::Server::builder()
+        .layer(cairn_runtime::http::grpc_request_id())
         .layer(grpc_metrics.layer("notifier"))
         .add_service(health_service)
         .add_service(reflection)
@@ -220,42 +160,32 @@ pub async fn start_with(
 
     // Shutdown order: the intake and the senders stop taking work and finish what they hold
     // (sends in flight are recorded), then the gRPC and HTTP servers stop.
-    let work_done = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-    tasks.spawn({
+    rt.spawn_worker("intake", {
         let shutdown = shutdown.clone();
-        let work_done = work_done.clone();
         async move {
-            let intake = projector.run(shutdown.clone());
-            let senders = sender.run(shutdown);
-            futures::future::join(intake, senders).await;
-            work_done.cancel();
+            projector.run(shutdown).await;
             Ok(())
         }
     });
-    tasks.spawn({
-        let work_done = work_done.clone();
-        async move {
-            grpc.serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-                work_done.cancelled_owned(),
-            )
-            .await
-            .context("gRPC server failed")
-        }
+    rt.spawn_worker("senders", async move {
+        sender.run(shutdown).await;
+        Ok(())
     });
-    tasks.spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(work_done.cancelled_owned())
-            .await
-            .context("HTTP server failed")
+    rt.spawn_server("grpc", move |stop| async move {
+        grpc.serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            stop.cancelled_owned(),
+        )
+        .await
+        .context("gRPC server failed")
     });
+    rt.serve_http(listener, axum::Router::new(), &Default::default());
     tracing::info!(%http_addr, %grpc_addr, %owner, smtp_default = config.smtp_host.is_some(), "notifier replica started");
     Ok(Service {
         http_addr,
         grpc_addr,
         owner,
         metrics,
-        tasks,
+        service: rt.into_service(),
     })
 }
