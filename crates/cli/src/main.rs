@@ -407,13 +407,7 @@ async fn follow_rebuild(
     loop {
         let rows = cairn_projection::health::report(pool, instance).await?;
         let rows: Vec<_> = rows.into_iter().filter(|r| r.projection == name).collect();
-        let pending: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM projections.projection_states WHERE name = $1 AND ($2::uuid IS NULL OR instance_id = $2) AND rebuild_requested",
-        )
-        .bind(name)
-        .bind(instance)
-        .fetch_one(pool)
-        .await?;
+        let pending = cairn_projection::health::rebuilds_pending(pool, name, instance).await?;
         let lag: i64 = rows.iter().map(|r| r.lag_events).sum();
         let done = (total - lag).max(0);
         let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);

@@ -4,7 +4,7 @@ use crate::auth::{Authenticator, Caller};
 use crate::error::ApiError;
 use crate::exec::Executor;
 use cairn_domain::{Aggregate, Position, StoredEvent};
-use cairn_query::PositionWaiter;
+use cairn_readmodel::PositionWaiter;
 use cairn_secrets::{CodeSpec, Keyring};
 use std::time::Duration;
 

@@ -6,7 +6,7 @@
 
 use crate::error::ApiError;
 use cairn_domain::{AggregateId, InstanceId};
-use cairn_query::reads::Scope;
+use cairn_readmodel::Scope;
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
 use std::str::FromStr;

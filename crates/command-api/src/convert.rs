@@ -9,7 +9,7 @@ use cairn_domain::{
 };
 use cairn_proto::common::v1 as common;
 use cairn_proto::user::v1 as pb;
-use cairn_query::rows::UserRow;
+use cairn_readmodel::rows::UserRow;
 use chrono::{DateTime, Utc};
 
 /// Collects violations while parsing a request.

@@ -118,11 +118,11 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-impl From<cairn_query::WaitError> for ApiError {
-    fn from(error: cairn_query::WaitError) -> Self {
+impl From<cairn_readmodel::WaitError> for ApiError {
+    fn from(error: cairn_readmodel::WaitError) -> Self {
         match error {
-            cairn_query::WaitError::Timeout { .. } => Self::DeadlineExceeded(error.to_string()),
-            cairn_query::WaitError::Database(e) => e.into(),
+            cairn_readmodel::WaitError::Timeout { .. } => Self::DeadlineExceeded(error.to_string()),
+            cairn_readmodel::WaitError::Database(e) => e.into(),
         }
     }
 }

@@ -150,7 +150,7 @@ pub fn build_api(
             clock,
         },
         auth: auth::Authenticator::cached(pool.clone(), shutdown.clone()),
-        waiter: cairn_query::PositionWaiter::start(pool, shutdown.clone()),
+        waiter: cairn_readmodel::PositionWaiter::start(pool, shutdown.clone()),
         keys,
         email: api::EmailSettings {
             code_expiry: Duration::from_secs(config.email_code_ttl_secs),

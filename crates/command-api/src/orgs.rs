@@ -8,7 +8,7 @@ use crate::exec::{Plan, Written, already_exists};
 use cairn_domain::{Aggregate, AggregateId, DisplayName, DomainName, Org, OrgState};
 use cairn_proto::org::v1 as pb;
 use cairn_proto::org::v1::org_service_server::OrgService;
-use cairn_query::reads::{self, Page};
+use cairn_readmodel::reads::{self, Page};
 use tonic::{Request, Response, Status};
 
 /// The organisation service.
@@ -337,7 +337,7 @@ impl OrgService for Orgs {
     }
 }
 
-fn row_org(row: &cairn_query::rows::OrgRow, domains: Vec<(String, bool, bool)>) -> pb::Org {
+fn row_org(row: &cairn_readmodel::rows::OrgRow, domains: Vec<(String, bool, bool)>) -> pb::Org {
     pb::Org {
         id: row.id.to_string(),
         name: row.name.clone(),

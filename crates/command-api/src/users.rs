@@ -15,8 +15,8 @@ use cairn_domain::{
 use cairn_eventstore::{ExpectedSequence, Push};
 use cairn_proto::user::v1 as pb;
 use cairn_proto::user::v1::user_service_server::UserService;
-use cairn_query::reads::{self, Page, UserFilter, UserSort};
-use cairn_readmodel::{GROUP_PROJECTIONS, USER_PROJECTIONS};
+use cairn_readmodel::reads::{self, Page, UserFilter, UserSort};
+use cairn_readmodel::{GROUP_PROJECTIONS, USER_PROJECTIONS, USER_WITH_GROUPS_PROJECTIONS};
 use tonic::{Request, Response, Status};
 
 /// The user service.
@@ -85,7 +85,7 @@ async fn memberships_of(api: &Api, caller: &Caller, id: AggregateId) -> Result<V
     api.wait(caller, GROUP_PROJECTIONS, Some(head)).await?;
     let groups = reads::groups_of_user(
         &api.exec.pool,
-        cairn_query::reads::Scope {
+        cairn_readmodel::Scope {
             instance_id: caller.instance_id.as_uuid(),
             org_id: None,
         },
@@ -330,7 +330,9 @@ impl UserService for Users {
         let req = request.into_inner();
         let id = user_id(&req.user_id)?;
         let position = min_position(&req.min_position)?;
-        self.api.wait(&caller, &["users", "groups"], position).await?;
+        self.api
+            .wait(&caller, USER_WITH_GROUPS_PROJECTIONS, position)
+            .await?;
         let row = reads::get_user(&self.api.exec.pool, caller.scope(), id.as_uuid())
             .await
             .map_err(ApiError::from)?

@@ -100,3 +100,20 @@ pub async fn request_rebuild(
     .await?
     .rows_affected())
 }
+
+/// How many (projection, instance) pairs of `projection` (for one instance, or all) still wait for
+/// a requested rebuild to start: the progress behind `cairn projections reset`.
+pub async fn rebuilds_pending(
+    pool: &PgPool,
+    projection: &str,
+    instance: Option<Uuid>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM projections.projection_states \
+         WHERE name = $1 AND ($2::uuid IS NULL OR instance_id = $2) AND rebuild_requested",
+    )
+    .bind(projection)
+    .bind(instance)
+    .fetch_one(pool)
+    .await
+}

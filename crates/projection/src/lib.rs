@@ -11,6 +11,8 @@
 //!   held lease, wakes workers from JetStream and on a periodic head check.
 //! - [`health`]: the data behind `GET /api/v1/admin/projections/health`.
 //! - [`failed`]: failed events for operators: list, retry, skip (the operator console).
+//! - [`wait`]: read-your-writes: [`wait::PositionWaiter`] waits until projections reach a
+//!   position, woken by the commit announcements on [`PROJECTION_CHANNEL`].
 //!
 //! `docs/ARCHITECTURE.md` ("Projections") explains how this meets DESIGN.md guarantees 5 and 6.
 
@@ -18,6 +20,7 @@ pub mod failed;
 pub mod health;
 pub mod lease;
 pub mod projector;
+pub mod wait;
 pub mod worker;
 
 use cairn_domain::{EventType, InstanceId, StoredEvent};

@@ -10,7 +10,7 @@ use cairn_domain::{
     UserName,
 };
 use cairn_eventstore::{EventStore, ExpectedSequence, PgEventStore, Push};
-use cairn_query::PositionWaiter;
+use cairn_readmodel::PositionWaiter;
 use cairn_testkit::{TestDb, eventually};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -152,7 +152,7 @@ async fn user_row(
     stack: &Stack,
     instance: InstanceId,
     id: AggregateId,
-) -> Option<cairn_query::rows::UserRow> {
+) -> Option<cairn_readmodel::rows::UserRow> {
     let row: Option<serde_json::Value> =
         sqlx::query_scalar("SELECT to_jsonb(u) FROM projections.users u WHERE instance_id = $1 AND id = $2")
             .bind(instance.as_uuid())
@@ -197,7 +197,10 @@ async fn a_write_is_readable_after_waiting_for_its_position_1000_times_out_of_10
         .wait_for_position(&["users"], instance, far, Duration::from_millis(300))
         .await
         .unwrap_err();
-    assert!(matches!(error, cairn_query::WaitError::Timeout { .. }), "{error}");
+    assert!(
+        matches!(error, cairn_readmodel::WaitError::Timeout { .. }),
+        "{error}"
+    );
     stack.stop().await;
 }
 

@@ -1,43 +1,31 @@
-//! The read models of Cairn, each a [`cairn_projection::Projection`]: instances, organisations
-//! with their domains, users (human and machine), groups with a row per membership, and
-//! milestones. [`all`] is what the projector runs.
+//! Cairn's read models: the tables of the `projections` schema that answer queries (instances,
+//! organisations with their domains, users, groups with a row per membership, milestones), and
+//! everything that touches them. A column is renamed here and nowhere else.
+//!
+//! - [`rows`]: the row types, with field names equal to column names.
+//! - [`projections`]: the writers, one [`cairn_projection::Projection`] per read model; [`all`]
+//!   is what the projector runs.
+//! - [`reads`]: the queries behind the gRPC APIs, scoped to one tenant.
+//! - [`scim`]: the queries behind the SCIM gateway, with the SCIM attribute → column maps that
+//!   the pure filter translator of `cairn-scim` is applied to.
+//! - [`wait`]: read-your-writes: which projections each read waits for, and the
+//!   [`PositionWaiter`] that waits.
+//!
+//! The projection framework's own bookkeeping tables (`projection_states`,
+//! `projection_failed_events`, `projector_replicas`) are not read models: `cairn-projection` owns
+//! them, and with them the waiter's query.
 
-mod groups;
-mod milestones;
-mod orgs;
-mod users;
+pub mod projections;
+pub mod reads;
+pub mod rows;
+pub mod scim;
+pub mod wait;
 
-pub use groups::GroupsProjection;
-pub use milestones::MilestonesProjection;
-pub use orgs::{InstancesProjection, OrgsProjection};
-pub use users::UsersProjection;
-
-use cairn_domain::{DomainError, EventType};
-use cairn_projection::{Projection, ReduceError};
-use std::sync::Arc;
-
-/// Every read model, as the projector runs them.
-pub fn all() -> Vec<Arc<dyn Projection>> {
-    vec![
-        Arc::new(InstancesProjection),
-        Arc::new(OrgsProjection),
-        Arc::new(UsersProjection),
-        Arc::new(GroupsProjection),
-        Arc::new(MilestonesProjection),
-    ]
-}
-
-/// The projections a users query must wait for.
-pub const USER_PROJECTIONS: &[&str] = &["users"];
-/// The projections a groups query must wait for.
-pub const GROUP_PROJECTIONS: &[&str] = &["groups"];
-/// The projections a member listing must wait for: it joins the members' user rows.
-pub const MEMBER_PROJECTIONS: &[&str] = &["groups", "users"];
-
-pub(crate) fn rejected(error: DomainError) -> ReduceError {
-    ReduceError::Rejected(error.to_string())
-}
-
-pub(crate) fn types(names: &[&str]) -> Vec<EventType> {
-    names.iter().filter_map(|n| EventType::parse(*n).ok()).collect()
-}
+pub use projections::{
+    GroupsProjection, InstancesProjection, MilestonesProjection, OrgsProjection, UsersProjection, all,
+};
+pub use reads::Scope;
+pub use wait::{
+    GROUP_PROJECTIONS, MEMBER_PROJECTIONS, PositionWaiter, SCIM_PROJECTIONS, USER_PROJECTIONS,
+    USER_WITH_GROUPS_PROJECTIONS, WaitError,
+};

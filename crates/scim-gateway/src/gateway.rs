@@ -9,7 +9,7 @@ use cairn_domain::{Clock, SystemClock};
 use cairn_eventstore::PgEventStore;
 use cairn_proto::group::v1::group_service_client::GroupServiceClient;
 use cairn_proto::user::v1::user_service_client::UserServiceClient;
-use cairn_query::PositionWaiter;
+use cairn_readmodel::PositionWaiter;
 use cairn_scim::ScimError;
 use sqlx::PgPool;
 use std::sync::Arc;

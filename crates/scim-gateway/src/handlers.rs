@@ -93,7 +93,7 @@ async fn wait_for(gw: &Gateway, caller: &Caller, position: &str) -> Result<(), S
     if let Ok(position) = position.parse::<Position>() {
         gw.waiter
             .wait_for_position(
-                &["users", "groups"],
+                cairn_readmodel::SCIM_PROJECTIONS,
                 caller.instance_id,
                 position,
                 gw.limits.wait_timeout,

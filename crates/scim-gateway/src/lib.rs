@@ -224,7 +224,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let channel = tonic::transport::Channel::from_shared(config.api_url.clone())
         .context("CAIRN_API_URL is not a URL")?
         .connect_lazy();
-    let waiter = cairn_query::PositionWaiter::start(pool.clone(), shutdown.clone());
+    let waiter = cairn_readmodel::PositionWaiter::start(pool.clone(), shutdown.clone());
     let gw = Gateway::new(
         pool.clone(),
         channel,

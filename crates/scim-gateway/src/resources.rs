@@ -3,7 +3,7 @@
 
 use cairn_domain::user::HumanProfile;
 use cairn_proto::user::v1 as pb;
-use cairn_query::rows::{GroupRow, UserRow};
+use cairn_readmodel::rows::{GroupRow, UserRow};
 use cairn_scim::ScimError;
 use serde_json::{Map, Value, json};
 

@@ -1,5 +1,7 @@
 //! The protocol logic of Cairn's SCIM 2.0 service provider (RFC 7643, RFC 7644), with no I/O:
-//! no HTTP, no database, no async. The `scim-gateway` binary wires it to axum and PostgreSQL.
+//! no HTTP, no database, no async, no table names. The `scim-gateway` binary wires it to axum;
+//! `cairn-readmodel` describes its tables with [`sql::SchemaColumnMap`]s and runs the SQL that
+//! [`sql::to_sql`] builds.
 //!
 //! - [`error`]: [`ScimError`], the RFC 7644 §3.12 error with status and `scimType`.
 //! - [`schema`]: the User, Enterprise User and Group schemas as static attribute definitions,

@@ -93,7 +93,7 @@ pub enum Column {
     /// A multi-valued complex attribute stored as rows of another table (group members):
     /// an element matches through `EXISTS (SELECT 1 FROM {from} WHERE {on} AND (...))`.
     Related {
-        /// The element rows, e.g. `projections.group_members m`.
+        /// The element rows, e.g. `memberships m` (a table and its alias, named by the caller).
         from: String,
         /// The correlation with the outer row, e.g.
         /// `m.instance_id = g.instance_id AND m.group_id = g.id`.

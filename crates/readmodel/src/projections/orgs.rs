@@ -1,6 +1,6 @@
 //! `projections.instances`, `projections.orgs` and `projections.org_domains`.
 
-use crate::{rejected, types};
+use super::{rejected, types};
 use cairn_domain::{InstanceEvent, InstanceId, OrgEvent, StoredEvent};
 use cairn_projection::{Projection, ReduceError};
 use futures::future::BoxFuture;

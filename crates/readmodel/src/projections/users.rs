@@ -2,11 +2,11 @@
 //! bulk (`jsonb_populate_recordset`) during catch-up; every other event reads the row, folds the
 //! change with the domain's own rules and writes the row back.
 
-use crate::{rejected, types};
+use super::{rejected, types};
+use crate::rows::UserRow;
 use cairn_domain::user::{HumanProfile, UserEvent};
 use cairn_domain::{InstanceId, StoredEvent};
 use cairn_projection::{Projection, ReduceError};
-use cairn_query::rows::UserRow;
 use futures::future::BoxFuture;
 use sqlx::PgConnection;
 

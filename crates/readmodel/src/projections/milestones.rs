@@ -1,7 +1,7 @@
 //! `projections.milestones`: the first time an instance reached each milestone (instance created,
 //! first organisation, first user, first verified email, first group).
 
-use crate::types;
+use super::types;
 use cairn_domain::{InstanceId, StoredEvent};
 use cairn_projection::{Projection, ReduceError};
 use futures::future::BoxFuture;

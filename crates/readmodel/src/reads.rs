@@ -1,6 +1,8 @@
-//! Queries over the read models, always scoped to one instance (and, for tokens bound to an
-//! organisation, to that organisation): a resource of another tenant is indistinguishable from a
-//! missing one. Values are bound, never interpolated.
+//! The queries behind the gRPC APIs (command-api's users, groups and organisations), always
+//! scoped to one instance (and, for tokens bound to an organisation, to that organisation): a
+//! resource of another tenant is indistinguishable from a missing one. Values are bound, never
+//! interpolated. They sit beside the projections that write the same tables, so a column changes
+//! in one crate.
 
 use crate::rows::{GroupRow, OrgRow, UserRow};
 use sqlx::{PgPool, Postgres, QueryBuilder};
@@ -82,7 +84,7 @@ fn scoped(q: &mut QueryBuilder<'_, Postgres>, scope: Scope) {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, sqlx::Error> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, sqlx::Error> {
     serde_json::from_value(value).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 

@@ -1,14 +1,19 @@
 //! Read-your-writes. Every command returns the position of its last event; a query that carries
 //! it waits here until the projections it reads have reached that position for the instance.
 //!
+//! It lives in the projection framework because what it reads is the framework's: the positions
+//! in `projections.projection_states` that [`crate::worker`] commits with each batch, and the
+//! [`PROJECTION_CHANNEL`] announcement it sends at commit. Which projections a given read waits
+//! for is the read models' knowledge (`cairn_readmodel::wait`).
+//!
 //! One [`PositionWaiter`] per process `LISTEN`s on the projectors' commit channel
 //! (`cairn_projections`) and wakes waiters, which re-check `projection_states`: no waiter ever
 //! sleeps a fixed time, and a timeout is a typed error the APIs turn into `DEADLINE_EXCEEDED` /
 //! `503`. A notification is only a hint; the state table is the answer, so a lost notification
 //! costs at most one re-check interval.
 
+use crate::PROJECTION_CHANNEL;
 use cairn_domain::{InstanceId, Position};
-use cairn_projection::PROJECTION_CHANNEL;
 use sqlx::PgPool;
 use std::time::Duration;
 use tokio::sync::watch;

@@ -1,7 +1,7 @@
 //! `projections.groups` and `projections.group_members`: a row per group and a row per membership,
 //! so adding one member to a group of 100,000 touches two rows.
 
-use crate::{rejected, types};
+use super::{rejected, types};
 use cairn_domain::{GroupEvent, InstanceId, StoredEvent};
 use cairn_projection::{Projection, ReduceError};
 use futures::future::BoxFuture;
