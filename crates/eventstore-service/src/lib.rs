@@ -4,9 +4,11 @@
 //! SIGTERM.
 
 pub mod config;
+pub mod envelope;
 pub mod grpc;
 pub mod lease;
 pub mod metrics;
+pub mod reconcile;
 pub mod relay;
 
 pub use config::Config;

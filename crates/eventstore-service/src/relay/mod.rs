@@ -31,29 +31,22 @@
 //! - One relay publishes at a time: the lease in `eventstore.relay_cursors`; standbys retry every
 //!   third of the TTL and take over when the leader stops renewing.
 
+use crate::envelope;
+
+mod stream_state;
+pub use crate::envelope::{
+    HEADER_EVENT_TYPE, HEADER_OFFSET, HEADER_POSITION, HEADER_SEQUENCE, HEADER_TRACEPARENT,
+};
 use crate::lease::{Lease, LeaseError, Recorded};
 use crate::metrics::RelayMetrics;
-use async_nats::HeaderMap;
-use async_nats::jetstream::{
-    self, context::PublishAckFuture, message::PublishMessage, stream, stream::RawMessageErrorKind,
-};
+pub use crate::reconcile::{Finding, LastMessage, Plan, plan};
+use async_nats::jetstream::{self, context::PublishAckFuture};
 use cairn_domain::{Clock, Position, StoredEvent, SystemClock};
 use cairn_eventstore::{EventFilter, EventStore, PgEventStore};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-
-/// Header with the event's transaction position.
-pub const HEADER_POSITION: &str = "Cairn-Position";
-/// Header with the event's offset within its transaction.
-pub const HEADER_OFFSET: &str = "Cairn-Offset";
-/// Header with the event's aggregate sequence.
-pub const HEADER_SEQUENCE: &str = "Cairn-Sequence";
-/// Header with the event type.
-pub const HEADER_EVENT_TYPE: &str = "Cairn-Event-Type";
-/// W3C trace context recorded at push time.
-pub const HEADER_TRACEPARENT: &str = "traceparent";
 
 /// The relay's settings.
 #[derive(Clone, Debug)]
@@ -315,14 +308,18 @@ impl Relay {
             .abort_after_publishes
             .map(|l| l.saturating_sub(self.published) as usize);
         for (n, event) in batch.iter().take(limit.unwrap_or(usize::MAX)).enumerate() {
-            let message = match self.message(event, stream_last + n as u64) {
+            let message = match envelope::message(event, stream_last + n as u64) {
                 Ok(message) => message,
                 Err(reason) => {
                     failure = Some(reason);
                     break;
                 }
             };
-            match self.js.send_publish(self.subject(event), message).await {
+            match self
+                .js
+                .send_publish(envelope::subject(&self.config.subject_prefix, event), message)
+                .await
+            {
                 Ok(ack) => pending.push(ack),
                 Err(error) => {
                     failure = Some(format!("publish failed: {error}"));
@@ -381,199 +378,6 @@ impl Relay {
         }
     }
 
-    fn subject(&self, event: &StoredEvent) -> String {
-        format!(
-            "{}.{}.{}.{}",
-            self.config.subject_prefix, event.instance_id, event.aggregate_type, event.event_type
-        )
-    }
-
-    fn message(&self, event: &StoredEvent, expected_last: u64) -> Result<PublishMessage, String> {
-        let body = serde_json::to_vec(event).map_err(|e| format!("cannot encode event: {e}"))?;
-        let mut headers = HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, event.id.to_string().as_str());
-        headers.insert(
-            async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
-            expected_last.to_string().as_str(),
-        );
-        headers.insert(HEADER_POSITION, event.position.position.to_string().as_str());
-        headers.insert(HEADER_OFFSET, event.position.offset.to_string().as_str());
-        headers.insert(HEADER_SEQUENCE, event.sequence.to_string().as_str());
-        headers.insert(HEADER_EVENT_TYPE, event.event_type.as_str());
-        if let Some(traceparent) = &event.trace_context {
-            // The publication joins the trace of the request that wrote the event; consumers of
-            // the stream continue from this span.
-            let span = tracing::info_span!(
-                "relay.publish",
-                otel.kind = "producer",
-                cairn.service = "eventstore",
-                position = %event.position,
-                event_type = %event.event_type,
-            );
-            cairn_telemetry::propagation::set_parent(&span, Some(traceparent));
-            let header =
-                cairn_telemetry::propagation::traceparent_of(&span).unwrap_or_else(|| traceparent.clone());
-            headers.insert(HEADER_TRACEPARENT, header.as_str());
-        }
-        Ok(PublishMessage::build().payload(body.into()).headers(headers))
-    }
-
-    /// Creates the stream, or brings an existing one's settings up to date.
-    async fn ensure_stream(&self) -> Result<stream::Stream, String> {
-        let wanted = stream::Config {
-            name: self.config.stream_name.clone(),
-            subjects: vec![format!("{}.>", self.config.subject_prefix)],
-            storage: stream::StorageType::File,
-            retention: stream::RetentionPolicy::Limits,
-            max_age: self.config.max_age,
-            duplicate_window: self.config.duplicate_window,
-            description: Some("Every committed Cairn event, in global order".to_owned()),
-            ..Default::default()
-        };
-        let mut stream = self
-            .js
-            .get_or_create_stream(wanted.clone())
-            .await
-            .map_err(|e| format!("cannot create stream {}: {e}", wanted.name))?;
-        let current = stream
-            .info()
-            .await
-            .map_err(|e| format!("cannot read stream info: {e}"))?
-            .config
-            .clone();
-        if current.subjects != wanted.subjects
-            || current.max_age != wanted.max_age
-            || current.duplicate_window != wanted.duplicate_window
-        {
-            tracing::info!(stream = %wanted.name, "updating the stream's settings");
-            self.js
-                .update_stream(wanted)
-                .await
-                .map_err(|e| format!("cannot update the stream: {e}"))?;
-        }
-        Ok(stream)
-    }
-
-    /// Compares the stream with the recorded cursor (see [`plan`]) and returns where publishing
-    /// resumes: after which event, and on which stream sequence.
-    async fn reconcile(&self, mut stream: stream::Stream, recorded: Recorded) -> Result<Recorded, String> {
-        let stream_last = stream
-            .info()
-            .await
-            .map_err(|e| format!("cannot read stream info: {e}"))?
-            .state
-            .last_sequence;
-        let last = self.last_message(&stream, stream_last).await?;
-        let plan = plan(recorded, stream_last, last);
-        match plan.finding {
-            Finding::InStep => {}
-            Finding::CaughtUp => tracing::info!(
-                cursor = %recorded.position,
-                stream_position = %plan.resume.position,
-                "cursor behind the stream; catching up"
-            ),
-            Finding::TailGone => tracing::warn!(
-                recorded_sequence = recorded.stream_sequence,
-                stream_last,
-                "the stream's last message expired or was deleted and the cursor does not record \
-                 it; events between the cursor and the stream's end may be published again"
-            ),
-            Finding::Regressed { republish } => {
-                self.metrics.stream_regressions.inc();
-                let lost = recorded.stream_sequence - stream_last;
-                if republish {
-                    tracing::error!(
-                        stream = %self.config.stream_name,
-                        recorded_sequence = recorded.stream_sequence,
-                        stream_last,
-                        lost,
-                        from = %plan.resume.position,
-                        "the stream lost acknowledged messages; publishing them again after its \
-                         last message"
-                    );
-                } else {
-                    tracing::error!(
-                        stream = %self.config.stream_name,
-                        recorded_sequence = recorded.stream_sequence,
-                        stream_last,
-                        lost,
-                        cursor = %plan.resume.position,
-                        "the stream is behind what it acknowledged (lost messages, or deleted and \
-                         recreated) and its last message cannot be found; publishing resumes after \
-                         the cursor, the missing events are not published again (consumers catch \
-                         up from PostgreSQL)"
-                    );
-                }
-            }
-        }
-        Ok(plan.resume)
-    }
-
-    /// The event position that the stream's last message carries.
-    async fn last_message(&self, stream: &stream::Stream, stream_last: u64) -> Result<LastMessage, String> {
-        if stream_last == 0 {
-            return Ok(LastMessage::Empty);
-        }
-        let message = match stream.get_raw_message(stream_last).await {
-            Ok(message) => message,
-            Err(error) => {
-                return if lookup_found_nothing(&error.kind()) {
-                    tracing::info!(%error, stream_last, "the stream's last message is gone");
-                    Ok(LastMessage::Gone)
-                } else {
-                    // Not an answer about the message (a timeout, a lost connection, a refusal):
-                    // guessing here could publish events the stream already holds.
-                    Err(format!(
-                        "cannot read the stream's last message (sequence {stream_last}): {error}"
-                    ))
-                };
-            }
-        };
-        let header = |name: &str| message.headers.get(name).map(|v| v.as_str().to_owned());
-        let position = match (header(HEADER_POSITION), header(HEADER_OFFSET)) {
-            (Some(p), Some(o)) => Position::new(
-                p.parse().map_err(|_| "bad position header")?,
-                o.parse().map_err(|_| "bad offset header")?,
-            ),
-            _ => return Err("the stream's last message has no position".to_owned()),
-        };
-        let id = header(async_nats::header::NATS_MESSAGE_ID.as_ref())
-            .and_then(|v| v.parse::<uuid::Uuid>().ok())
-            .ok_or("the stream's last message has no event id")?;
-        let stored: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM eventstore.events WHERE position = $1 AND in_tx_order = $2 AND id = $3)",
-        )
-        .bind(position.position)
-        .bind(position.offset)
-        .bind(id)
-        .fetch_one(self.store.pool())
-        .await
-        .map_err(|e| format!("cannot look up the stream's last event in the store: {e}"))?;
-        if stored {
-            return Ok(LastMessage::At(position));
-        }
-        // The stream ends with an event the store does not hold: the database was restored from a
-        // backup older than the stream. New events must land above what the stream holds (or a
-        // cursor moved up to the stream's end would pass them), and the cursor must not move up to
-        // a position the store never published from: resume after the recorded cursor, as when
-        // the last message is gone (events the stream already holds may be published again;
-        // none is lost).
-        let base = cairn_migrations::raise_position_base(self.store.pool(), position.position)
-            .await
-            .map_err(|e| format!("cannot raise the position base: {e}"))?;
-        tracing::error!(
-            stream_position = %position,
-            event_id = %id,
-            base_before = base.before,
-            base_after = base.after,
-            "the stream ends with an event the store does not hold (a restore from a backup older \
-             than the stream?); new events are placed above it and publishing resumes after the \
-             relay's recorded cursor"
-        );
-        self.metrics.stream_regressions.inc();
-        Ok(LastMessage::Gone)
-    }
-
     async fn update_lag(&self, cursor: Position) {
         match self.store.backlog(cursor, 10_000_000).await {
             Ok((count, oldest)) => {
@@ -609,198 +413,4 @@ struct Published {
 
 fn gauge(stream_sequence: u64) -> i64 {
     i64::try_from(stream_sequence).unwrap_or(i64::MAX)
-}
-
-/// True when a failed lookup of a message by sequence is JetStream's answer "no such message"
-/// (it expired or was deleted); every other failure (a timeout, no responders, a refused request,
-/// any other JetStream error) says nothing about the message.
-fn lookup_found_nothing(kind: &RawMessageErrorKind) -> bool {
-    matches!(kind, RawMessageErrorKind::NoMessageFound)
-}
-
-/// The stream's last message, as reconciliation found it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LastMessage {
-    /// The stream never held a message (its last sequence is 0).
-    Empty,
-    /// The last message is there and carries this event position.
-    At(Position),
-    /// The stream's last sequence is not 0 but the message is gone (expired or deleted).
-    Gone,
-}
-
-/// What reconciliation noticed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Finding {
-    /// The stream ends where the cursor says.
-    InStep,
-    /// The stream holds events after the cursor (acknowledged, not recorded before a crash); the
-    /// cursor moves up to them.
-    CaughtUp,
-    /// The stream holds messages after the recorded sequence but its last one is gone, so where
-    /// they end is unknown; publishing resumes after the cursor.
-    TailGone,
-    /// The stream's last sequence is below the recorded one: it lost acknowledged messages or was
-    /// deleted and recreated. `republish`: its last message was found and is behind the cursor, so
-    /// the cursor goes back to it and the lost tail is published again.
-    Regressed {
-        /// Whether the cursor goes back so that the lost events are published again.
-        republish: bool,
-    },
-}
-
-/// Where publishing resumes, and why.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Plan {
-    /// The cursor to publish after, and the stream sequence the next publish expects.
-    pub resume: Recorded,
-    /// What was noticed.
-    pub finding: Finding,
-}
-
-/// Reconciliation's decision: `recorded` is the durable cursor, `stream_last` the stream's last
-/// sequence (from its info), `last` what its last message says. The next publish always expects
-/// `stream_last`, the stream's own state, so the fence holds whatever the cursor says; only the
-/// position to resume after is decided here.
-pub fn plan(recorded: Recorded, stream_last: u64, last: LastMessage) -> Plan {
-    let resume = |position: Position| Recorded {
-        position,
-        stream_sequence: stream_last,
-    };
-    if stream_last < recorded.stream_sequence {
-        return match last {
-            LastMessage::At(position) if position < recorded.position => Plan {
-                resume: resume(position),
-                finding: Finding::Regressed { republish: true },
-            },
-            LastMessage::At(position) => Plan {
-                resume: resume(position.max(recorded.position)),
-                finding: Finding::Regressed { republish: false },
-            },
-            LastMessage::Empty | LastMessage::Gone => Plan {
-                resume: resume(recorded.position),
-                finding: Finding::Regressed { republish: false },
-            },
-        };
-    }
-    match last {
-        LastMessage::At(position) if position > recorded.position => Plan {
-            resume: resume(position),
-            finding: Finding::CaughtUp,
-        },
-        LastMessage::Gone if stream_last > recorded.stream_sequence => Plan {
-            resume: resume(recorded.position),
-            finding: Finding::TailGone,
-        },
-        LastMessage::At(_) | LastMessage::Empty | LastMessage::Gone => Plan {
-            resume: resume(recorded.position),
-            finding: Finding::InStep,
-        },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn at(position: i64, stream_sequence: u64) -> Recorded {
-        Recorded {
-            position: Position::new(position, 0),
-            stream_sequence,
-        }
-    }
-
-    #[test]
-    fn only_no_message_found_means_the_last_message_is_gone() {
-        assert!(lookup_found_nothing(&RawMessageErrorKind::NoMessageFound));
-        // A timed-out or failed request (what a restart, a partition or a refused permission
-        // looks like) is not an answer about the message.
-        assert!(!lookup_found_nothing(&RawMessageErrorKind::Other));
-        assert!(!lookup_found_nothing(&RawMessageErrorKind::InvalidSubject));
-        let unavailable: jetstream::Error = serde_json::from_str(
-            r#"{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"}"#,
-        )
-        .unwrap();
-        assert!(!lookup_found_nothing(&RawMessageErrorKind::JetStream(
-            unavailable
-        )));
-    }
-
-    #[test]
-    fn a_stream_in_step_with_the_cursor_resumes_at_the_cursor_on_the_streams_sequence() {
-        let recorded = at(50, 7);
-        for last in [LastMessage::At(Position::new(50, 0)), LastMessage::Gone] {
-            assert_eq!(
-                plan(recorded, 7, last),
-                Plan {
-                    resume: recorded,
-                    finding: Finding::InStep
-                }
-            );
-        }
-        assert_eq!(
-            plan(at(0, 0), 0, LastMessage::Empty),
-            Plan {
-                resume: at(0, 0),
-                finding: Finding::InStep
-            }
-        );
-    }
-
-    #[test]
-    fn acknowledged_but_unrecorded_events_move_the_cursor_up() {
-        assert_eq!(
-            plan(at(50, 7), 9, LastMessage::At(Position::new(70, 0))),
-            Plan {
-                resume: at(70, 9),
-                finding: Finding::CaughtUp
-            }
-        );
-        // A row from before the stream sequence was recorded (0) behaves the same.
-        assert_eq!(
-            plan(at(50, 0), 9, LastMessage::At(Position::new(70, 0))),
-            Plan {
-                resume: at(70, 9),
-                finding: Finding::CaughtUp
-            }
-        );
-    }
-
-    #[test]
-    fn a_gone_tail_after_the_record_resumes_at_the_cursor_but_keeps_the_fence() {
-        assert_eq!(
-            plan(at(50, 7), 9, LastMessage::Gone),
-            Plan {
-                resume: at(50, 9),
-                finding: Finding::TailGone
-            }
-        );
-    }
-
-    #[test]
-    fn a_stream_behind_its_acknowledgements_gets_the_lost_tail_again_when_its_end_is_known() {
-        assert_eq!(
-            plan(at(50, 9), 7, LastMessage::At(Position::new(30, 0))),
-            Plan {
-                resume: at(30, 7),
-                finding: Finding::Regressed { republish: true }
-            }
-        );
-        // Recreated empty, or its last message gone: where it ends is unknown; resume at the
-        // cursor on the stream's own sequence.
-        assert_eq!(
-            plan(at(50, 9), 0, LastMessage::Empty),
-            Plan {
-                resume: at(50, 0),
-                finding: Finding::Regressed { republish: false }
-            }
-        );
-        assert_eq!(
-            plan(at(50, 9), 7, LastMessage::Gone),
-            Plan {
-                resume: at(50, 7),
-                finding: Finding::Regressed { republish: false }
-            }
-        );
-    }
 }
