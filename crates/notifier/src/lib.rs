@@ -21,6 +21,7 @@ pub mod config;
 pub mod deliveries;
 pub mod grpc;
 pub mod intake;
+pub mod metrics;
 pub mod sender;
 pub mod smtp;
 pub mod transport;
