@@ -2,7 +2,8 @@
 //! never over the network APIs, so it works when the services are down.
 
 use anyhow::Context;
-use cairn_command_api::auth::{NewToken, Role, store_token};
+use cairn_auth::tokens::{self, ListFilter};
+use cairn_auth::{NewToken, Role, TokenKind};
 use cairn_domain::{AggregateId, Clock, InstanceId, Position, SystemClock};
 use cairn_eventstore::{CommitListener, EventFilter, EventStore, PgEventStore};
 use clap::{Parser, Subcommand};
@@ -150,17 +151,6 @@ enum EventCommand {
     },
 }
 
-/// A row of `cairn token list`.
-type TokenRow = (
-    String,
-    uuid::Uuid,
-    uuid::Uuid,
-    String,
-    Vec<String>,
-    Option<chrono::DateTime<chrono::Utc>>,
-    Option<chrono::DateTime<chrono::Utc>>,
-);
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -233,16 +223,16 @@ async fn migrate(url: &str, create_database: bool) -> anyhow::Result<()> {
 }
 
 async fn init(store: &PgEventStore, name: &str, token_file: &std::path::Path) -> anyhow::Result<()> {
-    match cairn_command_api::bootstrap::bootstrap(store, name, SystemClock.now())
+    match cairn_bootstrap::bootstrap(store, name, SystemClock.now())
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .context("creating the first instance")?
     {
         None => {
             eprintln!("an instance exists already; nothing to do");
             Ok(())
         }
         Some(created) => {
-            cairn_command_api::bootstrap::write_token_file(token_file, &created.token)
+            cairn_bootstrap::write_token_file(token_file, &created.token)
                 .with_context(|| format!("writing {}", token_file.display()))?;
             println!("instance:      {}", created.instance_id);
             println!("organisation:  {}", created.org_id);
@@ -281,16 +271,12 @@ async fn token(pool: &sqlx::PgPool, command: TokenCommand) -> anyhow::Result<()>
                 .iter()
                 .map(|r| r.parse::<Role>())
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                .map_err(|e| anyhow::anyhow!("--{e}"))?;
             anyhow::ensure!(!roles.is_empty(), "--roles: name at least one role");
-            let kind = match kind.as_str() {
-                "api" => "api",
-                "scim" => "scim",
-                other => anyhow::bail!("--kind: {other:?} is not api or scim"),
-            };
+            let kind = TokenKind::requested(&kind).map_err(|e| anyhow::anyhow!("--{e}"))?;
             let instance_id = the_instance(pool, principal).await?;
             let mut tx = pool.begin().await?;
-            let (id, secret) = store_token(
+            let issued = tokens::issue(
                 &mut tx,
                 &NewToken {
                     instance_id,
@@ -303,45 +289,51 @@ async fn token(pool: &sqlx::PgPool, command: TokenCommand) -> anyhow::Result<()>
                 },
             )
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .context("issuing the token")?;
             tx.commit().await?;
-            println!("token id: {id}");
-            println!("token:    {}", secret.as_str());
+            println!("token id: {}", issued.id);
+            println!("token:    {}", issued.secret.as_str());
             println!("(shown once; only its hash is stored)");
         }
         TokenCommand::List { all } => {
-            let rows: Vec<TokenRow> = sqlx::query_as(
-                "SELECT id, instance_id, principal_id, kind, roles, expires_at, revoked_at FROM api.tokens \
-                     WHERE $1 OR revoked_at IS NULL ORDER BY created_at",
+            let found = tokens::list(
+                pool,
+                ListFilter {
+                    include_revoked: all,
+                    ..ListFilter::default()
+                },
             )
-            .bind(all)
-            .fetch_all(pool)
-            .await?;
+            .await
+            .context("listing tokens")?;
             println!(
                 "{:<26} {:<36} {:<36} {:<5} {:<30} STATE",
                 "ID", "INSTANCE", "PRINCIPAL", "KIND", "ROLES"
             );
-            for (id, instance, principal, kind, roles, expires, revoked) in rows {
-                let state = match (revoked, expires) {
+            for token in found {
+                let state = match (token.revoked_at, token.expires_at) {
                     (Some(at), _) => format!("revoked {at}"),
                     (None, Some(at)) => format!("expires {at}"),
                     _ => "active".into(),
                 };
                 println!(
-                    "{id:<26} {instance:<36} {principal:<36} {kind:<5} {:<30} {state}",
-                    roles.join(",")
+                    "{:<26} {:<36} {:<36} {:<5} {:<30} {state}",
+                    token.id,
+                    token.instance_id.to_string(),
+                    token.principal_id.to_string(),
+                    token.kind.as_str(),
+                    token.roles.join(",")
                 );
             }
         }
         TokenCommand::Revoke { id } => {
-            let updated = sqlx::query(
-                "UPDATE api.tokens SET revoked_at = coalesce(revoked_at, clock_timestamp()) WHERE id = $1",
-            )
-            .bind(&id)
-            .execute(pool)
-            .await?
-            .rows_affected();
-            anyhow::ensure!(updated == 1, "no token with id {id}");
+            // Announced in the same transaction: every running service forgets the token when it
+            // commits.
+            let mut tx = pool.begin().await?;
+            let revoked = tokens::revoke(&mut tx, None, &id)
+                .await
+                .context("revoking the token")?;
+            anyhow::ensure!(revoked.is_some(), "no token with id {id}");
+            tx.commit().await?;
             println!("revoked {id}");
         }
     }

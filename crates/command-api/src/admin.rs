@@ -1,14 +1,15 @@
 //! `cairn.admin.v1.AdminService`: the instance, tokens, SMTP settings, projections.
 
 use crate::api::Api;
-use crate::auth::{NewToken, Permission, Role, store_token};
+use crate::authn::CallerExt;
 use crate::convert::{Parser, from_timestamp, opt, timestamp};
 use crate::error::ApiError;
 use crate::users::visible_user;
+use cairn_auth::tokens::{self, ListFilter};
+use cairn_auth::{NewToken, Permission, Role, TokenKind, TokenRecord};
 use cairn_domain::AggregateId;
 use cairn_proto::admin::v1 as pb;
 use cairn_proto::admin::v1::admin_service_server::AdminService;
-use chrono::{DateTime, Utc};
 use sqlx::Row;
 use tonic::{Request, Response, Status};
 
@@ -25,28 +26,19 @@ impl Admin {
     }
 }
 
-fn token_from_row(row: &sqlx::postgres::PgRow) -> Result<pb::Token, sqlx::Error> {
-    let ts = |v: Option<DateTime<Utc>>| v.map(timestamp);
-    Ok(pb::Token {
-        id: row.try_get("id")?,
-        principal_id: row.try_get::<uuid::Uuid, _>("principal_id")?.to_string(),
-        org_id: row
-            .try_get::<Option<uuid::Uuid>, _>("org_id")?
-            .map(|o| o.to_string())
-            .unwrap_or_default(),
-        roles: row.try_get("roles")?,
-        description: row
-            .try_get::<Option<String>, _>("description")?
-            .unwrap_or_default(),
-        created_at: ts(row.try_get("created_at")?),
-        expires_at: ts(row.try_get("expires_at")?),
-        revoked_at: ts(row.try_get("revoked_at")?),
-        kind: row.try_get("kind")?,
-    })
+fn token_to_pb(token: TokenRecord) -> pb::Token {
+    pb::Token {
+        id: token.id,
+        principal_id: token.principal_id.to_string(),
+        org_id: token.org_id.map(|o| o.to_string()).unwrap_or_default(),
+        roles: token.roles,
+        description: token.description.unwrap_or_default(),
+        created_at: Some(timestamp(token.created_at)),
+        expires_at: token.expires_at.map(timestamp),
+        revoked_at: token.revoked_at.map(timestamp),
+        kind: token.kind.as_str().to_owned(),
+    }
 }
-
-const TOKEN_COLUMNS: &str =
-    "id, principal_id, org_id, roles, description, created_at, expires_at, revoked_at, kind";
 
 #[tonic::async_trait]
 impl AdminService for Admin {
@@ -91,14 +83,14 @@ impl AdminService for Admin {
             .roles
             .iter()
             .map(|r| r.parse::<Role>())
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ApiError::from)?;
         if roles.is_empty() {
             return Err(ApiError::invalid("roles", "name at least one role").into());
         }
         let kind = match req.kind.as_str() {
-            "" | "api" => "api",
-            "scim" => "scim",
-            other => return Err(ApiError::invalid("kind", format!("{other:?} is not api or scim")).into()),
+            "" => TokenKind::Api,
+            other => TokenKind::requested(other).map_err(ApiError::from)?,
         };
         let expires_at = req.expires_at.as_ref().and_then(from_timestamp);
         if expires_at.is_some_and(|at| at <= self.api.exec.clock.now()) {
@@ -110,7 +102,7 @@ impl AdminService for Admin {
             user.org_id()
         });
         let mut tx = self.api.exec.pool.begin().await.map_err(ApiError::from)?;
-        let (id, secret) = store_token(
+        let issued = tokens::issue(
             &mut tx,
             &NewToken {
                 instance_id: caller.instance_id,
@@ -122,16 +114,16 @@ impl AdminService for Admin {
                 expires_at,
             },
         )
-        .await?;
-        let row = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM api.tokens WHERE id = $1"))
-            .bind(&id)
-            .fetch_one(&mut *tx)
+        .await
+        .map_err(ApiError::from)?;
+        let token = tokens::get(&mut tx, caller.instance_id, &issued.id)
             .await
-            .map_err(ApiError::from)?;
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::Internal("a token just issued is not found".into()))?;
         tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(pb::CreateTokenResponse {
-            token: Some(token_from_row(&row).map_err(ApiError::from)?),
-            secret: secret.to_string(),
+            token: Some(token_to_pb(token)),
+            secret: issued.secret.to_string(),
         }))
     }
 
@@ -148,22 +140,18 @@ impl AdminService for Admin {
                     .map_err(|e| ApiError::invalid("principal_id", e.to_string()))
             })
             .transpose()?;
-        let rows = sqlx::query(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM api.tokens WHERE instance_id = $1 AND ($2::uuid IS NULL OR principal_id = $2) \
-             AND ($3 OR revoked_at IS NULL) ORDER BY created_at"
-        ))
-        .bind(caller.instance_id.as_uuid())
-        .bind(principal)
-        .bind(req.include_revoked)
-        .fetch_all(&self.api.exec.pool)
+        let found = tokens::list(
+            &self.api.exec.pool,
+            ListFilter {
+                instance: Some(caller.instance_id),
+                principal: principal.map(AggregateId::from_uuid),
+                include_revoked: req.include_revoked,
+            },
+        )
         .await
         .map_err(ApiError::from)?;
         Ok(Response::new(pb::ListTokensResponse {
-            tokens: rows
-                .iter()
-                .map(token_from_row)
-                .collect::<Result<_, _>>()
-                .map_err(ApiError::from)?,
+            tokens: found.into_iter().map(token_to_pb).collect(),
         }))
     }
 
@@ -175,21 +163,14 @@ impl AdminService for Admin {
         caller.require(Permission::AdministerInstance)?;
         let req = request.into_inner();
         let mut tx = self.api.exec.pool.begin().await.map_err(ApiError::from)?;
-        let row = sqlx::query(&format!(
-            "UPDATE api.tokens SET revoked_at = coalesce(revoked_at, clock_timestamp()) \
-             WHERE id = $1 AND instance_id = $2 RETURNING {TOKEN_COLUMNS}"
-        ))
-        .bind(&req.token_id)
-        .bind(caller.instance_id.as_uuid())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(ApiError::from)?
-        .ok_or(ApiError::NotFound("token"))?;
-        crate::auth::announce_revocation(&mut tx, &req.token_id).await?;
+        let token = tokens::revoke(&mut tx, Some(caller.instance_id), &req.token_id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or(ApiError::NotFound("token"))?;
         tx.commit().await.map_err(ApiError::from)?;
         self.api.auth.forget(&req.token_id);
         Ok(Response::new(pb::RevokeTokenResponse {
-            token: Some(token_from_row(&row).map_err(ApiError::from)?),
+            token: Some(token_to_pb(token)),
         }))
     }
 

@@ -1,8 +1,8 @@
 //! State shared by every API surface (gRPC services and REST routes).
 
-use crate::auth::{Authenticator, Caller};
 use crate::error::ApiError;
 use crate::exec::Executor;
+use cairn_auth::{Authenticator, Caller};
 use cairn_domain::{Aggregate, Position, StoredEvent};
 use cairn_readmodel::PositionWaiter;
 use cairn_secrets::{CodeSpec, Keyring};
@@ -88,7 +88,7 @@ impl Api {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        self.auth.authenticate(header, self.exec.clock.now()).await
+        Ok(self.auth.authenticate(header, self.exec.clock.now()).await?)
     }
 
     /// The request's `idempotency-key`, if any.

@@ -1,12 +1,40 @@
-//! Authentication at the edge of the gRPC server: every call of a Cairn service is authenticated
-//! before its handler runs, so no handler can validate, look up or answer anything for a caller
-//! without a valid token, whatever order its own code checks things in. The caller found is handed
-//! to the handler in the request's extensions ([`crate::api::Api::caller`] takes it from there).
-//! Health checks and server reflection stay open.
+//! command-api's side of authentication (tokens, callers and roles are `cairn-auth`'s).
+//!
+//! - [`AuthnLayer`]: every gRPC call is authenticated at the edge of the server, before its handler
+//!   runs, so no handler can validate, look up or answer anything for a caller without a valid
+//!   token, whatever order its own code checks things in. The caller found is handed to the handler
+//!   in the request's extensions ([`crate::api::Api::caller`] takes it from there). Health checks
+//!   and server reflection stay open.
+//! - [`CallerExt`]: what command-api's handlers ask of a [`Caller`] in their own terms: a permission
+//!   check as an [`ApiError`], and the read scope of the query crate.
 
 use crate::api::Api;
+use crate::error::ApiError;
+use cairn_auth::{Caller, Permission};
+use cairn_readmodel::Scope;
 use futures::future::BoxFuture;
 use std::task::{Context, Poll};
+
+/// command-api's view of a [`Caller`]; see the [module documentation](self).
+pub trait CallerExt {
+    /// Refuses with `PERMISSION_DENIED` unless one of the caller's roles grants `permission`.
+    fn require(&self, permission: Permission) -> Result<(), ApiError>;
+    /// Where the caller's reads may look: its instance, and its organisation if it is bound to one.
+    fn scope(&self) -> Scope;
+}
+
+impl CallerExt for Caller {
+    fn require(&self, permission: Permission) -> Result<(), ApiError> {
+        Ok(self.authorize(permission)?)
+    }
+
+    fn scope(&self) -> Scope {
+        Scope {
+            instance_id: self.instance_id.as_uuid(),
+            org_id: self.org_id.map(|o| o.as_uuid()),
+        }
+    }
+}
 
 /// The layer; see the [module documentation](self).
 #[derive(Clone)]
@@ -75,7 +103,7 @@ where
                     request.extensions_mut().insert(caller);
                     inner.call(request).await
                 }
-                Err(error) => Ok(tonic::Status::from(error).into_http()),
+                Err(error) => Ok(tonic::Status::from(ApiError::from(error)).into_http()),
             }
         })
     }

@@ -22,7 +22,7 @@
 //! parameters `400`, an event the projection already passed or that was resolved `422`).
 
 use crate::api::Api;
-use crate::auth::{Caller, Permission};
+use crate::authn::CallerExt;
 use crate::error::ApiError;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -30,6 +30,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use cairn_auth::{Caller, Permission};
 use cairn_domain::Position;
 use cairn_projection::failed::{self, ActionError, FailedEventKey, FailedStatus, ListFilter};
 use serde::Deserialize;

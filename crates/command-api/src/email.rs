@@ -4,8 +4,8 @@
 //! to a privileged caller who asked for it.
 
 use crate::api::{Api, preview};
-use crate::auth::Caller;
 use crate::error::ApiError;
+use cairn_auth::Caller;
 use cairn_domain::user::EmailCode;
 use cairn_domain::{AggregateId, Decision, EventId, Position, StoredEvent, User};
 use cairn_secrets::{Sealed, Zeroizing};

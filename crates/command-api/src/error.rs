@@ -112,6 +112,19 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<cairn_auth::AuthError> for ApiError {
+    fn from(error: cairn_auth::AuthError) -> Self {
+        use cairn_auth::AuthError;
+        match error {
+            AuthError::Unauthenticated(reason) => Self::Unauthenticated(reason),
+            AuthError::PermissionDenied(reason) => Self::PermissionDenied(reason),
+            AuthError::Invalid { field, reason } => Self::invalid(field, reason),
+            AuthError::Unavailable(cause) => cause.into(),
+            AuthError::Internal(cause) => Self::Internal(cause),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         Self::Unavailable(error.to_string())

@@ -7,8 +7,8 @@
 //! (its id) only at its first write. A transaction whose push meets an aggregate that a younger
 //! transaction changed first runs again from the start (DESIGN.md guarantee 11).
 
-use crate::auth::Caller;
 use crate::error::ApiError;
+use cairn_auth::Caller;
 use cairn_domain::{Aggregate, AggregateId, Clock, Decision, InstanceId, Position, StoredEvent};
 use cairn_eventstore::{EventStore, ExpectedSequence, PgEventStore, Push, Snapshot, StoreError};
 use sha2::Digest;

@@ -1,11 +1,12 @@
 //! `cairn.group.v1.GroupService`.
 
 use crate::api::Api;
-use crate::auth::{Caller, Permission};
+use crate::authn::CallerExt;
 use crate::convert::{Parser, details, min_position, opt, timestamp};
 use crate::error::ApiError;
 use crate::exec::{Plan, Written, already_exists, lock_users};
 use crate::users::target_org;
+use cairn_auth::{Caller, Permission};
 use cairn_domain::group::{AddGroup, GroupChange};
 use cairn_domain::{Aggregate, AggregateId, DisplayName, Group};
 use cairn_proto::group::v1 as pb;

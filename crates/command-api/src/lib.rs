@@ -2,17 +2,18 @@
 //! (tonic, with health and reflection) and the REST endpoints for email verification and projection
 //! health (axum), over the event store (writes) and the read models (queries).
 //!
-//! - [`auth`]: bearer tokens → caller, roles, scope.
+//! - [`authn`]: every gRPC call authenticated at the server's edge (tokens, callers and roles are
+//!   `cairn-auth`'s).
 //! - [`exec`]: commands — load, decide, push with the expected sequence, idempotency.
 //! - [`users`], [`groups`], [`orgs`], [`admin`]: the services; [`rest`]: the REST routes.
 //! - [`console`]: the operator console (`GET /console/projections`) and its failed-event endpoints.
-//! - [`bootstrap`]: the first instance and its admin token.
+//!
+//! With `CAIRN_BOOTSTRAP`, the first instance and its admin token are created at start
+//! (`cairn-bootstrap`).
 
 pub mod admin;
 pub mod api;
-pub mod auth;
 pub mod authn;
-pub mod bootstrap;
 pub mod console;
 pub mod convert;
 pub mod email;
@@ -149,7 +150,7 @@ pub fn build_api(
             pool: pool.clone(),
             clock,
         },
-        auth: auth::Authenticator::cached(pool.clone(), shutdown.clone()),
+        auth: cairn_auth::Authenticator::cached(pool.clone(), shutdown.clone()),
         waiter: cairn_readmodel::PositionWaiter::start(pool, shutdown.clone()),
         keys,
         email: api::EmailSettings {
@@ -192,19 +193,21 @@ pub async fn start_with_clock(
         .context("applying migrations")?;
     let api = build_api(&config, pool.clone(), &shutdown, clock)?;
     if config.bootstrap
-        && let Some(created) = bootstrap::bootstrap(
+        && let Some(created) = cairn_bootstrap::bootstrap(
             &api.exec.store,
             &config.bootstrap_instance_name,
             api.exec.clock.now(),
         )
         .await?
     {
-        bootstrap::write_token_file(&config.bootstrap_token_file, &created.token).with_context(|| {
-            format!(
-                "writing {} (CAIRN_BOOTSTRAP_TOKEN_FILE)",
-                config.bootstrap_token_file.display()
-            )
-        })?;
+        cairn_bootstrap::write_token_file(&config.bootstrap_token_file, &created.token).with_context(
+            || {
+                format!(
+                    "writing {} (CAIRN_BOOTSTRAP_TOKEN_FILE)",
+                    config.bootstrap_token_file.display()
+                )
+            },
+        )?;
         tracing::info!(instance = %created.instance_id, token_file = %config.bootstrap_token_file.display(), "bootstrapped the first instance");
     }
 

@@ -1,10 +1,11 @@
 //! `cairn.org.v1.OrgService`.
 
 use crate::api::Api;
-use crate::auth::{Caller, Permission};
+use crate::authn::CallerExt;
 use crate::convert::{Parser, details, min_position, opt, timestamp};
 use crate::error::ApiError;
 use crate::exec::{Plan, Written, already_exists};
+use cairn_auth::{Caller, Permission};
 use cairn_domain::{Aggregate, AggregateId, DisplayName, DomainName, Org, OrgState};
 use cairn_proto::org::v1 as pb;
 use cairn_proto::org::v1::org_service_server::OrgService;

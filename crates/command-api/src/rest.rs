@@ -2,7 +2,7 @@
 //! same bearer tokens; every error is `application/problem+json`.
 
 use crate::api::Api;
-use crate::auth::{Caller, Permission};
+use crate::authn::CallerExt;
 use crate::error::ApiError;
 use crate::users::{may_vouch, resend, verify};
 use axum::body::Bytes;
@@ -11,6 +11,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use cairn_auth::{Caller, Permission};
 use cairn_domain::{Aggregate, AggregateId};
 use serde::Deserialize;
 
@@ -31,7 +32,7 @@ async fn caller(api: &Api, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    api.auth.authenticate(header, api.exec.clock.now()).await
+    Ok(api.auth.authenticate(header, api.exec.clock.now()).await?)
 }
 
 fn parse_id(id: &str) -> Result<AggregateId, ApiError> {

@@ -1,13 +1,15 @@
 //! `cairn.user.v1.UserService`.
 
 use crate::api::Api;
-use crate::auth::{Caller, NewToken, Permission, Role, store_token};
+use crate::authn::CallerExt;
 use crate::convert::{
     Parser, details, from_timestamp, min_position, opt, profile_from_pb, row_to_pb, user_to_pb,
 };
 use crate::email::{code_matches, new_code, set_email_decision};
 use crate::error::ApiError;
 use crate::exec::{Plan, Written, already_exists, lock_users};
+use cairn_auth::tokens::{self, pat_uuid};
+use cairn_auth::{Caller, NewToken, Permission, Role, TokenKind};
 use cairn_domain::user::{AddHumanUser, AddMachineUser, AddPat, ProfileChange, ReplaceHumanUser};
 use cairn_domain::{
     Aggregate, AggregateId, DisplayName, EmailAddress, Group, Org, PasswordHash, PhoneNumber, User, UserName,
@@ -689,37 +691,40 @@ impl UserService for Users {
         let pinned = expected(req.expected_sequence);
         let response = api
             .exec
-            .run(&caller, "RemoveUser", key, request.get_ref(), |mut tx| async move {
-                // Commands that add the user to a group wait for this removal (and vice versa), so
-                // the groups read below are all the groups it will be in.
-                lock_users(tx.conn().await?, caller_ref.instance_id, &[id], true).await?;
-                let org = visible_user(api, caller_ref, id).await?.org_id().unwrap_or(id);
-                let memberships = memberships_of(api, caller_ref, id).await?;
-                // The removal, the memberships and the revocation of the user's tokens commit
-                // together.
-                let written: Written<User> = api
-                    .exec
-                    .change(&mut tx, caller_ref, id, pinned, |user: &User| {
-                        let mut plan = Plan::new(user.remove()?, org);
-                        plan.also = memberships.clone();
-                        Ok(plan)
-                    })
-                    .await
-                    .map_err(|e| match e {
-                        // A group changed after its membership was read: read them again.
-                        ApiError::Aborted(reason) if pinned.is_none() => ApiError::Restart(reason),
-                        other => other,
-                    })?;
-                sqlx::query("UPDATE api.tokens SET revoked_at = clock_timestamp() WHERE instance_id = $1 AND principal_id = $2 AND revoked_at IS NULL")
-                    .bind(caller_ref.instance_id.as_uuid())
-                    .bind(id.as_uuid())
-                    .execute(tx.conn().await?)
-                    .await?;
-                crate::auth::announce_revocation(tx.conn().await?, "*").await?;
-                api.auth.forget("*");
-                let response = pb::RemoveUserResponse { details: Some(details(&written.events, written.state.sequence(), Some(org))) };
-                Ok((tx, response, written.position()))
-            })
+            .run(
+                &caller,
+                "RemoveUser",
+                key,
+                request.get_ref(),
+                |mut tx| async move {
+                    // Commands that add the user to a group wait for this removal (and vice versa), so
+                    // the groups read below are all the groups it will be in.
+                    lock_users(tx.conn().await?, caller_ref.instance_id, &[id], true).await?;
+                    let org = visible_user(api, caller_ref, id).await?.org_id().unwrap_or(id);
+                    let memberships = memberships_of(api, caller_ref, id).await?;
+                    // The removal, the memberships and the revocation of the user's tokens commit
+                    // together.
+                    let written: Written<User> = api
+                        .exec
+                        .change(&mut tx, caller_ref, id, pinned, |user: &User| {
+                            let mut plan = Plan::new(user.remove()?, org);
+                            plan.also = memberships.clone();
+                            Ok(plan)
+                        })
+                        .await
+                        .map_err(|e| match e {
+                            // A group changed after its membership was read: read them again.
+                            ApiError::Aborted(reason) if pinned.is_none() => ApiError::Restart(reason),
+                            other => other,
+                        })?;
+                    tokens::revoke_all_of(tx.conn().await?, caller_ref.instance_id, id).await?;
+                    api.auth.forget("*");
+                    let response = pb::RemoveUserResponse {
+                        details: Some(details(&written.events, written.state.sequence(), Some(org))),
+                    };
+                    Ok((tx, response, written.position()))
+                },
+            )
             .await?;
         Ok(Response::new(response))
     }
@@ -736,7 +741,8 @@ impl UserService for Users {
             .roles
             .iter()
             .map(|r| r.parse::<Role>())
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ApiError::from)?;
         if roles.is_empty() {
             return Err(ApiError::invalid("roles", "name at least one role").into());
         }
@@ -755,13 +761,16 @@ impl UserService for Users {
                 request.get_ref(),
                 |mut tx| async move {
                     let org = visible_user(api, caller_ref, id).await?.org_id().unwrap_or(id);
-                    let (token_id, plaintext) = store_token(
+                    let tokens::Issued {
+                        id: token_id,
+                        secret: plaintext,
+                    } = tokens::issue(
                         tx.conn().await?,
                         &NewToken {
                             instance_id: caller_ref.instance_id,
                             org_id: caller_ref.org_id,
                             principal_id: id,
-                            kind: "pat",
+                            kind: TokenKind::Pat,
                             roles: roles.clone(),
                             description: None,
                             expires_at,
@@ -824,20 +833,9 @@ impl UserService for Users {
                 |mut tx| async move {
                     let org = visible_user(api, caller_ref, id).await?.org_id().unwrap_or(id);
                     // The revocation and the event commit together.
-                    let revoked = sqlx::query(
-                        "UPDATE api.tokens SET revoked_at = clock_timestamp() \
-                         WHERE id = $1 AND instance_id = $2 AND principal_id = $3 AND revoked_at IS NULL",
-                    )
-                    .bind(token_id)
-                    .bind(caller_ref.instance_id.as_uuid())
-                    .bind(id.as_uuid())
-                    .execute(tx.conn().await?)
-                    .await?
-                    .rows_affected();
-                    if revoked == 0 {
+                    if !tokens::revoke_active(tx.conn().await?, caller_ref.instance_id, id, token_id).await? {
                         return Err(ApiError::NotFound("token"));
                     }
-                    crate::auth::announce_revocation(tx.conn().await?, token_id).await?;
                     let written: Written<User> = api
                         .exec
                         .change(&mut tx, caller_ref, id, None, |user: &User| {
@@ -851,18 +849,6 @@ impl UserService for Users {
         self.api.auth.forget(&req.token_id);
         Ok(Response::new(response))
     }
-}
-
-/// The domain id of a personal access token: its 12-byte token id, zero-padded.
-pub fn pat_uuid(token_id: &str) -> uuid::Uuid {
-    let mut bytes = [0_u8; 16];
-    for (i, chunk) in token_id.as_bytes().chunks(2).take(12).enumerate() {
-        bytes[i] = std::str::from_utf8(chunk)
-            .ok()
-            .and_then(|h| u8::from_str_radix(h, 16).ok())
-            .unwrap_or(0);
-    }
-    uuid::Uuid::from_bytes(bytes)
 }
 
 /// Checks a verification code: the outcome (verified, or a failed attempt, possibly voiding the

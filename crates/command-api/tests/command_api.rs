@@ -4,7 +4,7 @@
 
 mod history;
 
-use cairn_command_api::bootstrap::{Bootstrapped, create_instance};
+use cairn_bootstrap::{Bootstrapped, create_instance};
 use cairn_proto::admin::v1 as admin;
 use cairn_proto::group::v1 as group;
 use cairn_proto::user::v1 as user;

@@ -7,7 +7,7 @@
 //! delays it.
 //!
 //! [`listen_forever`] is the one reconnecting `LISTEN` loop of the workspace (the commit listener,
-//! the query crate's position waiter, command-api's token revocations): it backs off with
+//! the query crate's position waiter, `cairn-auth`'s token revocations): it backs off with
 //! [`ReconnectBackoff`] when it cannot connect or `LISTEN`, or loses a connection soon after, and
 //! tells its caller every time it is listening again, since notifications may have been missed.
 

@@ -1,14 +1,13 @@
 //! `cairn.notification.v1.NotificationService`: the deliveries an administrator lists and retries,
 //! and the instance's email template overrides (`api.email_templates`). Callers present the same
-//! bearer tokens as for command-api (its [`Authenticator`]) and need the instance administrator's
-//! permission; everything is scoped to the token's instance, so another tenant's delivery is
+//! bearer tokens as for command-api (`cairn-auth`'s [`Authenticator`]) and need the instance
+//! administrator's permission; everything is scoped to the token's instance, so another tenant's delivery is
 //! `NOT_FOUND`.
 
 use crate::compose::template_of;
 use crate::deliveries::{self, Delivery, ListFilter};
-use cairn_command_api::auth::{Authenticator, Caller, Permission};
-use cairn_command_api::convert::{from_timestamp, timestamp};
-use cairn_command_api::error::ApiError;
+use crate::error::ApiError;
+use cairn_auth::{Authenticator, Caller, Permission};
 use cairn_domain::Clock;
 use cairn_mail::{MessageKind, TemplateOverride, TemplatePart, Templates};
 use cairn_proto::notification::v1 as pb;
@@ -44,9 +43,20 @@ impl Notifications {
             .get("authorization")
             .and_then(|v| v.to_str().ok());
         let caller = self.auth.authenticate(header, self.clock.now()).await?;
-        caller.require(Permission::AdministerInstance)?;
+        caller.authorize(Permission::AdministerInstance)?;
         Ok(caller)
     }
+}
+
+fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
+}
+
+fn from_timestamp(at: &prost_types::Timestamp) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp(at.seconds, at.nanos.max(0) as u32)
 }
 
 fn status_to_pb(status: &str) -> pb::DeliveryStatus {

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use cairn_command_api::auth::Permission;
+use cairn_auth::Permission;
 use cairn_scim::ScimError;
 use serde_json::{Value, json};
 use std::collections::HashMap;

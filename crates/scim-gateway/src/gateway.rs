@@ -1,15 +1,16 @@
-//! What every handler shares: authentication (the bearer token, resolved like command-api does and
-//! forwarded to it on writes), read-after-write (every read waits until the read models reached the
-//! tenant's latest committed position), the gRPC clients, SCIM errors and responses.
+//! What every handler shares: authentication (the bearer token, resolved by `cairn-auth` like
+//! command-api does, and forwarded to it on writes), read-after-write (every read waits until the
+//! read models reached the tenant's latest committed position), the gRPC clients, SCIM errors and
+//! responses.
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cairn_command_api::auth::{Authenticator, Caller, Permission};
+use cairn_auth::{AuthError, Authenticator, Caller, Permission};
 use cairn_domain::{Clock, SystemClock};
 use cairn_eventstore::PgEventStore;
 use cairn_proto::group::v1::group_service_client::GroupServiceClient;
 use cairn_proto::user::v1::user_service_client::UserServiceClient;
-use cairn_readmodel::PositionWaiter;
+use cairn_readmodel::{PositionWaiter, Scope};
 use cairn_scim::ScimError;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -88,14 +89,17 @@ impl Gateway {
             .authenticate(header, self.clock.now())
             .await
             .map_err(|e| match e {
-                cairn_command_api::error::ApiError::Unauthenticated(reason) => {
-                    ScimError::unauthorized(reason)
+                AuthError::Unauthenticated(reason) => ScimError::unauthorized(reason),
+                other => {
+                    tracing::warn!(error = ?other, "resolving a SCIM token failed");
+                    ScimError::new(503, None, other.to_string())
                 }
-                other => ScimError::new(503, None, other.to_string()),
             })?;
-        caller
-            .require(permission)
-            .map_err(|_| ScimError::forbidden("the token's roles do not allow this request"))?;
+        if !caller.allows(permission) {
+            return Err(ScimError::forbidden(
+                "the token's roles do not allow this request",
+            ));
+        }
         Ok((caller, header.unwrap_or_default().to_owned()))
     }
 
@@ -149,6 +153,21 @@ impl Gateway {
     /// The location of a resource.
     pub fn location(&self, endpoint: &str, id: &str) -> String {
         format!("{}/{endpoint}/{id}", self.limits.base_url.trim_end_matches('/'))
+    }
+}
+
+/// The read scope of a caller, in the query crate's terms.
+pub trait ReadScope {
+    /// Where the caller's reads may look: its instance, and its organisation if it is bound to one.
+    fn scope(&self) -> Scope;
+}
+
+impl ReadScope for Caller {
+    fn scope(&self) -> Scope {
+        Scope {
+            instance_id: self.instance_id.as_uuid(),
+            org_id: self.org_id.map(|o| o.as_uuid()),
+        }
     }
 }
 

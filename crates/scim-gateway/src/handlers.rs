@@ -10,7 +10,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use cairn_command_api::auth::{Caller, Permission};
+use cairn_auth::{Caller, Permission};
 use cairn_domain::Position;
 use cairn_proto::group::v1 as gpb;
 use cairn_proto::user::v1 as upb;

@@ -4,8 +4,9 @@
 //! (`cairn_readmodel::scim`).
 
 use crate::gateway::Gateway;
+use crate::gateway::ReadScope;
 use crate::resources::{group_json, user_json};
-use cairn_command_api::auth::Caller;
+use cairn_auth::Caller;
 use cairn_readmodel::rows::{GroupRow, UserRow};
 use cairn_readmodel::scim::{self as readmodel, ListQuery};
 use cairn_scim::{AttrSelector, Filter, ResourceType, ScimError};

@@ -2,8 +2,8 @@
 //! relay, a projector, command-api and the SCIM gateway on free ports, a bootstrapped instance with
 //! an admin token and a SCIM token, and a small HTTP client.
 
-use cairn_command_api::auth::{NewToken, Role, store_token};
-use cairn_command_api::bootstrap::{Bootstrapped, create_instance};
+use cairn_auth::{NewToken, Role, TokenKind};
+use cairn_bootstrap::{Bootstrapped, create_instance};
 use cairn_testkit::TestDb;
 use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
@@ -20,19 +20,19 @@ pub async fn bootstrap(
     let admin = create_instance(store, pool.begin().await?, name, now)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let scim_token = admin_token(pool, &admin, "scim", vec![Role::ScimProvisioner]).await?;
+    let scim_token = admin_token(pool, &admin, TokenKind::Scim, vec![Role::ScimProvisioner]).await?;
     Ok((admin, scim_token))
 }
 
-/// A new token of `admin`'s instance acting as its admin user, of `kind` (`api` or `scim`).
+/// A new token of `admin`'s instance acting as its admin user, of `kind` (`Api` or `Scim`).
 pub async fn admin_token(
     pool: &sqlx::PgPool,
     admin: &Bootstrapped,
-    kind: &'static str,
+    kind: TokenKind,
     roles: Vec<Role>,
 ) -> anyhow::Result<String> {
     let mut tx = pool.begin().await?;
-    let (_, token) = store_token(
+    let issued = cairn_auth::tokens::issue(
         &mut tx,
         &NewToken {
             instance_id: admin.instance_id,
@@ -47,7 +47,7 @@ pub async fn admin_token(
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     tx.commit().await?;
-    Ok(token.to_string())
+    Ok(issued.secret.to_string())
 }
 
 /// A running stack.
@@ -214,7 +214,7 @@ impl Stack {
 
     /// A new API token of the bootstrapped instance, acting as its admin user, with `roles`.
     pub async fn token_with(&self, roles: &[Role]) -> anyhow::Result<String> {
-        admin_token(&self.api().exec.pool, &self.admin, "api", roles.to_vec()).await
+        admin_token(&self.api().exec.pool, &self.admin, TokenKind::Api, roles.to_vec()).await
     }
 
     /// The SCIM base URL.
@@ -347,3 +347,7 @@ fn dechunk(mut rest: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+#[path = "crate_graph_tests.rs"]
+mod crate_graph_tests;

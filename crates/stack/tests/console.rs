@@ -4,7 +4,7 @@
 //! skipping a failed event over HTTP while the projector runs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use cairn_command_api::auth::Role;
+use cairn_auth::Role;
 use cairn_proto::user::v1 as user;
 use cairn_stack::{Options, Response, Stack, request};
 use cairn_testkit::eventually;

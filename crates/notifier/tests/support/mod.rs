@@ -2,7 +2,7 @@
 //! whole stack in-process (relay, projector, command-api, notifier) on a fresh database, and a log
 //! capture that the tests search for secrets.
 
-use cairn_command_api::bootstrap::{Bootstrapped, create_instance};
+use cairn_bootstrap::{Bootstrapped, create_instance};
 use cairn_domain::{Clock, SystemClock};
 use cairn_proto::admin::v1 as admin;
 use cairn_proto::notification::v1 as notification;

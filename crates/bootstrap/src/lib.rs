@@ -1,15 +1,26 @@
-//! Bootstrap of the first instance: the instance, a default organisation, an admin machine user
-//! and a personal access token with the instance-admin role, in one transaction, guarded by an
-//! advisory lock so replicas starting together bootstrap once. The token is returned once; the
-//! caller prints it or writes it to a file readable only by its owner.
+//! Creating an instance: the instance, a default organisation and an admin machine user holding a
+//! personal access token with the instance-admin role, pushed as events in one transaction with
+//! the token's row, so that an instance never exists without a way in, nor a token without its
+//! instance. [`bootstrap`] creates the first instance of an installation, once, guarded by an
+//! advisory lock so replicas starting together bootstrap once.
+//!
+//! Why a crate of its own: three programs create instances — command-api at start
+//! (`CAIRN_BOOTSTRAP`), the operator's `cairn init`, and the end-to-end stack of tests and
+//! benchmarks — and none may import a service to do it. It is not part of `cairn-auth` because
+//! most of it is the domain deciding the events of three aggregates and the event store pushing
+//! them; the token is one step, which `cairn-auth` does in the same transaction.
+//!
+//! The token is returned once; the caller prints it or writes it with [`write_token_file`].
 
-use crate::auth::{NewToken, Role, store_token};
-use crate::error::ApiError;
-use crate::users::pat_uuid;
+use cairn_auth::{NewToken, Role, TokenKind};
 use cairn_domain::user::{AddMachineUser, AddPat};
-use cairn_domain::{Aggregate, AggregateId, DisplayName, Instance, InstanceId, Org, User, UserName};
-use cairn_eventstore::{ExpectedSequence, PgEventStore, Push};
+use cairn_domain::{
+    Aggregate, AggregateId, Decision, DisplayName, DomainError, EventId, Instance, InstanceId, Org, Position,
+    StoredEvent, User, UserName,
+};
+use cairn_eventstore::{ExpectedSequence, PgEventStore, Push, StoreError};
 use cairn_secrets::Zeroizing;
+use chrono::{DateTime, Utc};
 
 /// What a bootstrap created.
 pub struct Bootstrapped {
@@ -23,12 +34,32 @@ pub struct Bootstrapped {
     pub token: Zeroizing<String>,
 }
 
+/// Why an instance could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// The instance's name is not a valid display name.
+    #[error("invalid instance name: {0}")]
+    InvalidName(String),
+    /// The domain refused a command (a bug: the commands are fixed).
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The event store refused or failed the push.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The admin token could not be issued.
+    #[error(transparent)]
+    Auth(#[from] cairn_auth::AuthError),
+    /// PostgreSQL failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
 /// Creates the first instance unless one exists; `None` when there was one already.
 pub async fn bootstrap(
     store: &PgEventStore,
     name: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<Option<Bootstrapped>, ApiError> {
+    now: DateTime<Utc>,
+) -> Result<Option<Bootstrapped>, BootstrapError> {
     let mut tx = store.pool().begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('cairn.bootstrap'))")
         .execute(&mut *tx)
@@ -49,20 +80,20 @@ pub async fn create_instance(
     store: &PgEventStore,
     mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
     name: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<Bootstrapped, ApiError> {
+    now: DateTime<Utc>,
+) -> Result<Bootstrapped, BootstrapError> {
     let instance_id = InstanceId::new();
     let instance_aggregate = AggregateId::from_uuid(instance_id.as_uuid());
     let org_id = AggregateId::new();
     let admin_id = AggregateId::new();
-    let display = |s: &str| DisplayName::parse(s).map_err(|e| ApiError::invalid("name", e.to_string()));
-    let (token_id, token) = store_token(
+    let display = |s: &str| DisplayName::parse(s).map_err(|e| BootstrapError::InvalidName(e.to_string()));
+    let token = cairn_auth::tokens::issue(
         &mut tx,
         &NewToken {
             instance_id,
             org_id: None,
             principal_id: admin_id,
-            kind: "pat",
+            kind: TokenKind::Pat,
             roles: vec![Role::InstanceAdmin],
             description: Some("bootstrap admin token".into()),
             expires_at: None,
@@ -71,20 +102,17 @@ pub async fn create_instance(
     .await?;
     let instance = Instance::default().add(display(name)?, Some(org_id))?;
     let org = Org::default().add(display("Default")?)?;
+    let user_name = UserName::parse("admin").map_err(|e| DomainError::Corrupt(e.to_string()))?;
     let mut admin = User::default().add_machine(AddMachineUser {
         org_id,
-        user_name: UserName::parse("admin").map_err(|e| ApiError::Internal(e.to_string()))?,
+        user_name,
         name: display("Instance administrator")?,
         description: Some("created by bootstrap".into()),
     })?;
-    let admin_state: User = crate::api::preview(&User::default(), &admin, &{
-        let mut t = template(instance_id, admin_id);
-        t.aggregate_type = User::aggregate_type();
-        t
-    })?;
-    admin.merge(admin_state.add_pat(
+    let added: User = fold_new(instance_id, admin_id, &admin)?;
+    admin.merge(added.add_pat(
         AddPat {
-            token_id: pat_uuid(&token_id),
+            token_id: cairn_auth::tokens::pat_uuid(&token.id),
             expires_at: None,
         },
         now,
@@ -125,26 +153,36 @@ pub async fn create_instance(
         instance_id,
         org_id,
         admin_id,
-        token,
+        token: token.secret,
     })
 }
 
-fn template(instance: InstanceId, id: AggregateId) -> cairn_domain::StoredEvent {
-    cairn_domain::StoredEvent {
-        id: cairn_domain::EventId::new(),
-        instance_id: instance,
-        aggregate_type: User::aggregate_type(),
-        aggregate_id: id,
-        sequence: 0,
-        event_type: <cairn_domain::user::UserLocked as cairn_domain::EventPayload>::event_type(),
-        revision: 1,
-        payload: serde_json::json!({}),
-        creator: "system".into(),
-        resource_owner: id,
-        created_at: chrono::DateTime::UNIX_EPOCH,
-        position: cairn_domain::Position::ZERO,
-        trace_context: None,
-    }
+/// The state of a new aggregate after `decision`, as if its events were committed: the admin user
+/// must exist before the domain lets it hold a token.
+fn fold_new<A: Aggregate>(
+    instance: InstanceId,
+    id: AggregateId,
+    decision: &Decision,
+) -> Result<A, DomainError> {
+    let events: Vec<StoredEvent> = (1..)
+        .zip(&decision.events)
+        .map(|(sequence, (event_type, payload))| StoredEvent {
+            id: EventId::new(),
+            instance_id: instance,
+            aggregate_type: A::aggregate_type(),
+            aggregate_id: id,
+            sequence,
+            event_type: event_type.clone(),
+            revision: 1,
+            payload: payload.clone(),
+            creator: "system".into(),
+            resource_owner: id,
+            created_at: DateTime::UNIX_EPOCH,
+            position: Position::ZERO,
+            trace_context: None,
+        })
+        .collect();
+    cairn_domain::rebuild(&events)
 }
 
 /// Writes `token` to `path`, readable only by the owner (mode 0600 on Unix).

@@ -1,0 +1,155 @@
+//! Bearer token → [`Caller`]. `authorization: Bearer <token>` is looked up in `api.tokens` by the
+//! id embedded in the token, compared in constant time with the stored SHA-256 hash, and refused
+//! when revoked or expired. Services that authenticate every request keep resolved tokens in memory
+//! ([`Authenticator::cached`]) and forget them when a revocation is announced on
+//! [`TOKEN_CHANNEL`](crate::tokens::TOKEN_CHANNEL).
+
+use crate::tokens::{TOKEN_CHANNEL, credential};
+use crate::{AuthError, Caller};
+use cairn_domain::{AggregateId, InstanceId};
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// How long a resolved token may be served from memory at most (a lost notification is bounded by
+/// this).
+const CACHE_TTL: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Debug)]
+struct Cached {
+    caller: Caller,
+    hash: String,
+    expires_at: Option<DateTime<Utc>>,
+    cached_at: Instant,
+}
+
+#[derive(Debug, Default)]
+struct TokenCache {
+    entries: Mutex<HashMap<String, Cached>>,
+    /// Bumped by every eviction, so a lookup that raced one does not cache what it read.
+    generation: AtomicU64,
+}
+
+impl TokenCache {
+    fn evict(&self, id: &str) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if id == "*" {
+            entries.clear();
+        } else {
+            entries.remove(id);
+        }
+    }
+}
+
+/// Resolves bearer tokens. With [`Authenticator::cached`], resolved tokens are kept in memory and
+/// forgotten when a revocation is announced on [`TOKEN_CHANNEL`] (this process forgets at once;
+/// other processes when the notification arrives, within milliseconds), and after 30 s in any case.
+#[derive(Clone, Debug)]
+pub struct Authenticator {
+    pool: PgPool,
+    cache: Option<Arc<TokenCache>>,
+}
+
+impl Authenticator {
+    /// Looks every token up in `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool, cache: None }
+    }
+
+    /// Looks tokens up in `pool` and caches them, listening for revocations until `shutdown`.
+    pub fn cached(pool: PgPool, shutdown: CancellationToken) -> Self {
+        let cache = Arc::new(TokenCache::default());
+        tokio::spawn(listen_for_revocations(pool.clone(), cache.clone(), shutdown));
+        Self {
+            pool,
+            cache: Some(cache),
+        }
+    }
+
+    /// Forgets a token (`*`: every token) in this process at once; the revocation itself announces
+    /// it to the other processes when it commits.
+    pub fn forget(&self, id: &str) {
+        if let Some(cache) = &self.cache {
+            cache.evict(id);
+        }
+    }
+
+    /// The caller behind an `authorization` header value, at `now` (for expiry).
+    pub async fn authenticate(&self, header: Option<&str>, now: DateTime<Utc>) -> Result<Caller, AuthError> {
+        let presented = header
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .map(str::trim)
+            .ok_or(AuthError::Unauthenticated("missing bearer token"))?;
+        let parts =
+            cairn_secrets::parse_token(presented).ok_or(AuthError::Unauthenticated("invalid token"))?;
+        let generation = self.cache.as_ref().map(|c| c.generation.load(Ordering::SeqCst));
+        if let Some(cache) = &self.cache {
+            let hit = cache
+                .entries
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(parts.id)
+                .cloned();
+            if let Some(hit) = hit.filter(|h| h.cached_at.elapsed() < CACHE_TTL) {
+                if !cairn_secrets::verify_token(presented, &hit.hash) {
+                    return Err(AuthError::Unauthenticated("invalid token"));
+                }
+                if hit.expires_at.is_some_and(|at| at <= now) {
+                    return Err(AuthError::Unauthenticated("the token is revoked or expired"));
+                }
+                return Ok(hit.caller);
+            }
+        }
+        let stored = credential(&self.pool, parts.id)
+            .await?
+            .ok_or(AuthError::Unauthenticated("invalid token"))?;
+        if !cairn_secrets::verify_token(presented, &stored.hash) {
+            return Err(AuthError::Unauthenticated("invalid token"));
+        }
+        if stored.revoked_at.is_some() || stored.expires_at.is_some_and(|at| at <= now) {
+            return Err(AuthError::Unauthenticated("the token is revoked or expired"));
+        }
+        let caller = Caller {
+            token_id: parts.id.to_owned(),
+            instance_id: InstanceId::from_uuid(stored.instance_id),
+            org_id: stored.org_id.map(AggregateId::from_uuid),
+            principal_id: AggregateId::from_uuid(stored.principal_id),
+            // A role this build does not know grants nothing.
+            roles: stored.roles.iter().filter_map(|r| r.parse().ok()).collect(),
+        };
+        if let (Some(cache), Some(generation)) = (&self.cache, generation) {
+            let mut entries = cache.entries.lock().unwrap_or_else(|p| p.into_inner());
+            // A revocation announced while this lookup ran may concern this token: do not cache.
+            if cache.generation.load(Ordering::SeqCst) == generation {
+                entries.insert(
+                    parts.id.to_owned(),
+                    Cached {
+                        caller: caller.clone(),
+                        hash: stored.hash,
+                        expires_at: stored.expires_at,
+                        cached_at: Instant::now(),
+                    },
+                );
+            }
+        }
+        Ok(caller)
+    }
+}
+
+async fn listen_for_revocations(pool: PgPool, cache: Arc<TokenCache>, shutdown: CancellationToken) {
+    cairn_eventstore::listen_forever(&pool, TOKEN_CHANNEL, "token revocations", &shutdown, |heard| {
+        match heard {
+            // Anything announced while not listening is unknown: forget everything.
+            cairn_eventstore::Heard::Listening | cairn_eventstore::Heard::Lost => cache.evict("*"),
+            cairn_eventstore::Heard::Notification(n) => cache.evict(n.payload()),
+        }
+    })
+    .await;
+    // Not listening any more: nothing cached can be trusted to be current.
+    cache.evict("*");
+}
