@@ -61,14 +61,28 @@ impl Authenticator {
         Self { pool, cache: None }
     }
 
-    /// Looks tokens up in `pool` and caches them, listening for revocations until `shutdown`.
-    pub fn cached(pool: PgPool, shutdown: CancellationToken) -> Self {
+    /// Looks tokens up in `pool` and caches them; the returned listener forgets revoked tokens
+    /// and must run for the cache to stay current (a service hands it to its runtime). Until it
+    /// runs, and after it stops, nothing is served from the cache for longer than its 30 s limit.
+    pub fn cached_listening(pool: PgPool) -> (Self, RevocationListener) {
         let cache = Arc::new(TokenCache::default());
-        tokio::spawn(listen_for_revocations(pool.clone(), cache.clone(), shutdown));
-        Self {
+        let listener = RevocationListener {
+            pool: pool.clone(),
+            cache: cache.clone(),
+        };
+        let authenticator = Self {
             pool,
             cache: Some(cache),
-        }
+        };
+        (authenticator, listener)
+    }
+
+    /// Looks tokens up in `pool` and caches them, listening for revocations in a detached task
+    /// until `shutdown` (tools and tests; services use [`Authenticator::cached_listening`]).
+    pub fn cached(pool: PgPool, shutdown: CancellationToken) -> Self {
+        let (authenticator, listener) = Self::cached_listening(pool);
+        tokio::spawn(listener.run(shutdown));
+        authenticator
     }
 
     /// Forgets a token (`*`: every token) in this process at once; the revocation itself announces
@@ -138,6 +152,20 @@ impl Authenticator {
             }
         }
         Ok(caller)
+    }
+}
+
+/// The `LISTEN` on [`TOKEN_CHANNEL`] that keeps a cached [`Authenticator`] current.
+#[derive(Debug)]
+pub struct RevocationListener {
+    pool: PgPool,
+    cache: Arc<TokenCache>,
+}
+
+impl RevocationListener {
+    /// Listens (reconnecting with backoff) until `stop` is cancelled, then empties the cache.
+    pub async fn run(self, stop: CancellationToken) {
+        listen_for_revocations(self.pool, self.cache, stop).await;
     }
 }
 

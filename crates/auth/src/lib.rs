@@ -23,7 +23,7 @@ mod error;
 mod role;
 pub mod tokens;
 
-pub use authenticator::Authenticator;
+pub use authenticator::{Authenticator, RevocationListener};
 pub use caller::Caller;
 pub use error::AuthError;
 pub use role::{Permission, Role};

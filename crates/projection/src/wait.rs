@@ -45,11 +45,24 @@ pub struct PositionWaiter {
 }
 
 impl PositionWaiter {
-    /// Starts the listener task (it ends with `shutdown`).
-    pub fn start(pool: PgPool, shutdown: CancellationToken) -> Self {
+    /// A waiter and the listener that wakes it. The caller runs the listener as one of its
+    /// tasks (a service hands it to its runtime, so it is drained and stopped in order); until it
+    /// runs, waiters only re-check on their slow timer.
+    pub fn listening(pool: PgPool) -> (Self, CommitListener) {
         let (tx, rx) = watch::channel(0_u64);
-        tokio::spawn(listen(pool.clone(), tx, shutdown));
-        Self { pool, commits: rx }
+        let listener = CommitListener {
+            pool: pool.clone(),
+            tx,
+        };
+        (Self { pool, commits: rx }, listener)
+    }
+
+    /// A waiter whose listener runs as a detached task until `shutdown` (tools and tests; services
+    /// use [`PositionWaiter::listening`]).
+    pub fn start(pool: PgPool, shutdown: CancellationToken) -> Self {
+        let (waiter, listener) = Self::listening(pool);
+        tokio::spawn(listener.run(shutdown));
+        waiter
     }
 
     /// Returns once every projection in `projections` has reached `position` for `instance`, or
@@ -109,10 +122,21 @@ impl PositionWaiter {
     }
 }
 
-async fn listen(pool: PgPool, tx: watch::Sender<u64>, shutdown: CancellationToken) {
-    // Every (re)connection counts as a change too: waiters re-check what they may have missed.
-    cairn_eventstore::listen_forever(&pool, PROJECTION_CHANNEL, "projection commits", &shutdown, |_| {
-        tx.send_modify(|n| *n += 1)
-    })
-    .await;
+/// The `LISTEN` on [`PROJECTION_CHANNEL`] that wakes a [`PositionWaiter`]'s waiters.
+#[derive(Debug)]
+pub struct CommitListener {
+    pool: PgPool,
+    tx: watch::Sender<u64>,
+}
+
+impl CommitListener {
+    /// Listens (reconnecting with backoff) until `stop` is cancelled.
+    pub async fn run(self, stop: CancellationToken) {
+        let Self { pool, tx } = self;
+        // Every (re)connection counts as a change too: waiters re-check what they may have missed.
+        cairn_eventstore::listen_forever(&pool, PROJECTION_CHANNEL, "projection commits", &stop, |_| {
+            tx.send_modify(|n| *n += 1)
+        })
+        .await;
+    }
 }

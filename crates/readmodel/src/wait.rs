@@ -7,7 +7,7 @@
 //! framework writes, so the table, the channel and the one query over them stay in one crate. It
 //! is re-exported here so that a service reads read models through this crate alone.
 
-pub use cairn_projection::wait::{PositionWaiter, WaitError};
+pub use cairn_projection::wait::{CommitListener, PositionWaiter, WaitError};
 
 /// The projections a users query must wait for.
 pub const USER_PROJECTIONS: &[&str] = &["users"];
