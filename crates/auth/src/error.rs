@@ -32,3 +32,16 @@ impl From<sqlx::Error> for AuthError {
         Self::Unavailable(error)
     }
 }
+
+impl From<AuthError> for cairn_error::Error {
+    fn from(error: AuthError) -> Self {
+        use cairn_error::{Code, Error};
+        match error {
+            AuthError::Unauthenticated(reason) => Error::new(Code::Unauthenticated, reason),
+            AuthError::PermissionDenied(reason) => Error::new(Code::PermissionDenied, reason),
+            AuthError::Invalid { field, reason } => Error::invalid_field(field, reason),
+            AuthError::Unavailable(cause) => Error::unavailable(cause),
+            AuthError::Internal(cause) => Error::internal(cause),
+        }
+    }
+}

@@ -48,6 +48,8 @@ pub enum Code {
     TooLarge,
     /// The request's media type is not supported.
     UnsupportedMediaType,
+    /// The endpoint or operation exists in the protocol but this server does not offer it.
+    Unimplemented,
     /// A bug or corrupted data.
     Internal,
 }
@@ -66,6 +68,7 @@ impl Code {
             Code::DeadlineExceeded => tonic::Code::DeadlineExceeded,
             Code::Unavailable => tonic::Code::Unavailable,
             Code::TooLarge => tonic::Code::ResourceExhausted,
+            Code::Unimplemented => tonic::Code::Unimplemented,
             Code::Internal => tonic::Code::Internal,
         }
     }
@@ -82,6 +85,7 @@ impl Code {
             Code::DeadlineExceeded | Code::Unavailable => 503,
             Code::TooLarge => 413,
             Code::UnsupportedMediaType => 415,
+            Code::Unimplemented => 501,
             Code::Internal => 500,
         }
     }
@@ -100,6 +104,7 @@ impl Code {
             Code::Unavailable => "UNAVAILABLE",
             Code::TooLarge => "TOO_LARGE",
             Code::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Code::Unimplemented => "UNIMPLEMENTED",
             Code::Internal => "INTERNAL",
         }
     }
@@ -115,7 +120,8 @@ impl Code {
             tonic::Code::PermissionDenied => Code::PermissionDenied,
             tonic::Code::DeadlineExceeded => Code::DeadlineExceeded,
             tonic::Code::ResourceExhausted => Code::TooLarge,
-            tonic::Code::Internal | tonic::Code::DataLoss | tonic::Code::Unimplemented => Code::Internal,
+            tonic::Code::Unimplemented => Code::Unimplemented,
+            tonic::Code::Internal | tonic::Code::DataLoss => Code::Internal,
             _ => Code::Unavailable,
         }
     }

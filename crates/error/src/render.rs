@@ -66,6 +66,7 @@ impl Error {
             Code::DeadlineExceeded | Code::Unavailable => (503, None),
             Code::TooLarge => (413, None),
             Code::UnsupportedMediaType => (415, None),
+            Code::Unimplemented => (501, None),
             Code::Internal => (500, None),
         };
         ScimError::new(status, self.scim_type.or(default_type), self.message.clone())

@@ -3,13 +3,12 @@
 //! earlier operations created; `failOnErrors` stops after that many errors; more operations or a
 //! larger body than the ServiceProviderConfig announces is `413`.
 
-use crate::gateway::{Gateway, error_response, scim_response};
-use crate::handlers;
-use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::Response;
-use cairn_auth::Permission;
+use crate::extract::{Answer, GroupId, IfMatch, ScimJson, Selection, UserId, Writer};
+use crate::gateway::{Gateway, parse_version, scim_response};
+use crate::{groups, users};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use cairn_scim::ScimError;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -44,83 +43,76 @@ fn substitute(value: &mut Value, ids: &HashMap<String, String>) -> Result<(), Sc
 }
 
 /// `POST /Bulk`.
-pub async fn bulk(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
-    let result: Result<Response, ScimError> = async {
-        gw.caller(&headers, Permission::ManageUsers).await?;
-        let request = handlers::body_json(&gw, &headers, body).await?;
-        let schemas = request
-            .get("schemas")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        if !schemas.iter().any(|s| s.as_str() == Some(BULK_REQUEST)) {
-            return Err(ScimError::invalid_syntax(format!(
-                "schemas must contain {BULK_REQUEST}"
-            )));
-        }
-        let operations = request
-            .get("Operations")
-            .and_then(Value::as_array)
-            .cloned()
-            .ok_or_else(|| ScimError::invalid_syntax("Operations must be an array"))?;
-        if operations.len() > gw.limits.bulk_max_operations {
-            return Err(ScimError::payload_too_large(format!(
-                "at most {} operations per request",
-                gw.limits.bulk_max_operations
-            )));
-        }
-        let fail_on_errors = request.get("failOnErrors").and_then(Value::as_u64).unwrap_or(0);
-        let mut ids: HashMap<String, String> = HashMap::new();
-        let mut results = Vec::new();
-        let mut errors = 0_u64;
-        for operation in operations {
-            if fail_on_errors > 0 && errors >= fail_on_errors {
-                break;
-            }
-            let outcome = run_one(&gw, &headers, &operation, &mut ids).await;
-            let (status, response_body, location, version) = match outcome {
-                Ok(done) => done,
-                Err(e) => (e.status, Some(e.to_json()), None, None),
-            };
-            if status >= 400 {
-                errors += 1;
-            }
-            let mut entry = json!({
-                "method": operation.get("method").cloned().unwrap_or(Value::Null),
-                "status": status.to_string(),
-            });
-            if let Some(bulk_id) = operation.get("bulkId") {
-                entry["bulkId"] = bulk_id.clone();
-            }
-            if let Some(location) = location {
-                entry["location"] = json!(location);
-            }
-            if let Some(version) = version {
-                entry["version"] = json!(version);
-            }
-            if status >= 400
-                && let Some(body) = response_body
-            {
-                entry["response"] = body;
-            }
-            results.push(entry);
-        }
-        Ok(scim_response(
-            StatusCode::OK,
-            &json!({"schemas": [BULK_RESPONSE], "Operations": results}),
-            None,
-            None,
-        ))
+pub async fn bulk(State(gw): State<Gateway>, writer: Writer, ScimJson(request): ScimJson) -> Answer {
+    let schemas = request
+        .get("schemas")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if !schemas.iter().any(|s| s.as_str() == Some(BULK_REQUEST)) {
+        return Err(ScimError::invalid_syntax(format!("schemas must contain {BULK_REQUEST}")).into());
     }
-    .await;
-    result.unwrap_or_else(|e| error_response(&e))
+    let operations = request
+        .get("Operations")
+        .and_then(Value::as_array)
+        .cloned()
+        .ok_or_else(|| ScimError::invalid_syntax("Operations must be an array"))?;
+    if operations.len() > gw.limits.bulk_max_operations {
+        return Err(ScimError::payload_too_large(format!(
+            "at most {} operations per request",
+            gw.limits.bulk_max_operations
+        ))
+        .into());
+    }
+    let fail_on_errors = request.get("failOnErrors").and_then(Value::as_u64).unwrap_or(0);
+    let mut ids: HashMap<String, String> = HashMap::new();
+    let mut results = Vec::new();
+    let mut errors = 0_u64;
+    for operation in operations {
+        if fail_on_errors > 0 && errors >= fail_on_errors {
+            break;
+        }
+        let outcome = run_one(&gw, &writer, &operation, &mut ids).await;
+        let (status, response_body, location, version) = match outcome {
+            Ok(done) => done,
+            Err(e) => (e.status, Some(e.to_json()), None, None),
+        };
+        if status >= 400 {
+            errors += 1;
+        }
+        let mut entry = json!({
+            "method": operation.get("method").cloned().unwrap_or(Value::Null),
+            "status": status.to_string(),
+        });
+        if let Some(bulk_id) = operation.get("bulkId") {
+            entry["bulkId"] = bulk_id.clone();
+        }
+        if let Some(location) = location {
+            entry["location"] = json!(location);
+        }
+        if let Some(version) = version {
+            entry["version"] = json!(version);
+        }
+        if status >= 400
+            && let Some(body) = response_body
+        {
+            entry["response"] = body;
+        }
+        results.push(entry);
+    }
+    Ok(scim_response(
+        StatusCode::OK,
+        &json!({"schemas": [BULK_RESPONSE], "Operations": results}),
+        None,
+        None,
+    ))
 }
 
 type Outcome = (u16, Option<Value>, Option<String>, Option<String>);
 
 async fn run_one(
     gw: &Gateway,
-    headers: &HeaderMap,
+    writer: &Writer,
     operation: &Value,
     ids: &mut HashMap<String, String>,
 ) -> Result<Outcome, ScimError> {
@@ -146,46 +138,55 @@ async fn run_one(
     }
     let mut data = operation.get("data").cloned().unwrap_or(Value::Null);
     substitute(&mut data, ids)?;
-    let mut inner = headers.clone();
-    inner.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/scim+json"),
-    );
-    inner.remove(header::IF_MATCH);
-    if let Some(version) = operation
-        .get("version")
-        .and_then(Value::as_str)
-        .and_then(|v| HeaderValue::from_str(v).ok())
-    {
-        inner.insert(header::IF_MATCH, version);
-    }
+    let pinned = match operation.get("version").and_then(Value::as_str) {
+        Some(version) => parse_version(version)?,
+        None => None,
+    };
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let body = || Body::from(data.to_string());
-    let query = || Query(HashMap::new());
+    let writes_body = matches!(method.as_str(), "POST" | "PUT" | "PATCH");
+    if writes_body && !data.is_object() {
+        return Err(ScimError::invalid_syntax("the body must be a JSON object"));
+    }
     let state = || State(gw.clone());
-    let response = match (method.as_str(), segments.as_slice()) {
-        ("POST", ["Users"]) => handlers::create_user(state(), inner, query(), body()).await,
-        ("POST", ["Groups"]) => handlers::create_group(state(), inner, query(), body()).await,
-        ("PUT", ["Users", id]) => {
-            handlers::replace_user(state(), inner, Path((*id).to_owned()), query(), body()).await
+    let writer = || writer.clone();
+    let all = Selection::all;
+    let body = || ScimJson(data.clone());
+    let id = |resource: &str, id: &str| {
+        id.parse::<uuid::Uuid>()
+            .map_err(|_| ScimError::not_found(format!("{resource} {id} not found")))
+    };
+    let answer: Answer = match (method.as_str(), segments.as_slice()) {
+        ("POST", ["Users"]) => users::create(state(), writer(), all(), body()).await,
+        ("POST", ["Groups"]) => groups::create(state(), writer(), all(), body()).await,
+        ("PUT", ["Users", raw]) => {
+            let id = UserId(id("User", raw)?);
+            users::replace(state(), writer(), all(), id, IfMatch(pinned), body()).await
         }
-        ("PUT", ["Groups", id]) => {
-            handlers::replace_group(state(), inner, Path((*id).to_owned()), query(), body()).await
+        ("PUT", ["Groups", raw]) => {
+            let id = GroupId(id("Group", raw)?);
+            groups::replace(state(), writer(), all(), id, IfMatch(pinned), body()).await
         }
-        ("PATCH", ["Users", id]) => {
-            handlers::patch_user(state(), inner, Path((*id).to_owned()), query(), body()).await
+        ("PATCH", ["Users", raw]) => {
+            let id = UserId(id("User", raw)?);
+            users::patch(state(), writer(), all(), id, IfMatch(pinned), body()).await
         }
-        ("PATCH", ["Groups", id]) => {
-            handlers::patch_group(state(), inner, Path((*id).to_owned()), query(), body()).await
+        ("PATCH", ["Groups", raw]) => {
+            let id = GroupId(id("Group", raw)?);
+            groups::patch(state(), writer(), all(), id, IfMatch(pinned), body()).await
         }
-        ("DELETE", ["Users", id]) => handlers::delete_user(state(), inner, Path((*id).to_owned())).await,
-        ("DELETE", ["Groups", id]) => handlers::delete_group(state(), inner, Path((*id).to_owned())).await,
+        ("DELETE", ["Users", raw]) => {
+            users::delete(state(), writer(), UserId(id("User", raw)?), IfMatch(pinned)).await
+        }
+        ("DELETE", ["Groups", raw]) => {
+            groups::delete(state(), writer(), GroupId(id("Group", raw)?), IfMatch(pinned)).await
+        }
         _ => {
             return Err(ScimError::invalid_value(format!(
                 "{method} {path} is not a bulk operation Cairn supports"
             )));
         }
     };
+    let response = answer.into_response();
     let status = response.status().as_u16();
     let bytes = axum::body::to_bytes(response.into_body(), 16 * 1024 * 1024)
         .await

@@ -60,11 +60,11 @@ pub fn pinned_conflict(detail: impl Into<String>) -> ScimError {
 
 /// The answer when every attempt of a write without `If-Match` met a concurrent change.
 pub fn kept_changing(last: &str) -> ScimError {
-    ScimError::new(
-        409,
-        None,
+    cairn_error::Error::new(
+        cairn_error::Code::Conflict,
         format!("the resource kept changing concurrently ({ATTEMPTS} attempts, the last: {last}); retry"),
     )
+    .to_scim(false)
 }
 
 /// The version of a resource rendered by [`crate::query`], from `meta.version` (`W/"<n>"`).
@@ -72,5 +72,5 @@ pub fn version_of(resource: &serde_json::Value) -> Result<i64, ScimError> {
     resource["meta"]["version"]
         .as_str()
         .and_then(|v| v.trim_start_matches("W/").trim_matches('"').parse().ok())
-        .ok_or_else(|| ScimError::new(500, None, "the resource has no version"))
+        .ok_or_else(|| cairn_error::Error::internal("a read-model resource has no version").to_scim(false))
 }

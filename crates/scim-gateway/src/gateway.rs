@@ -1,16 +1,18 @@
-//! What every handler shares: authentication (the bearer token, resolved by `cairn-auth` like
-//! command-api does, and forwarded to it on writes), read-after-write (every read waits until the
-//! read models reached the tenant's latest committed position), the gRPC clients, SCIM errors and
-//! responses.
+//! What every handler shares: the gateway's state (the token resolver, the position waiter, the
+//! gRPC clients to command-api), read-after-write (every read waits until the read models reached
+//! the tenant's latest committed position, every write's answer until they reached the write's
+//! own), the metadata forwarded with a write, and SCIM responses. Errors are `cairn-error`'s,
+//! rendered in SCIM's form.
 
+use crate::extract::Forward;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cairn_auth::{AuthError, Authenticator, Caller, Permission};
-use cairn_domain::{Clock, SystemClock};
+use cairn_auth::{Authenticator, Caller};
+use cairn_domain::{Clock, Position};
 use cairn_eventstore::PgEventStore;
 use cairn_proto::group::v1::group_service_client::GroupServiceClient;
 use cairn_proto::user::v1::user_service_client::UserServiceClient;
-use cairn_readmodel::{PositionWaiter, Scope};
+use cairn_readmodel::{PositionWaiter, SCIM_PROJECTIONS, Scope};
 use cairn_scim::ScimError;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -58,49 +60,17 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway over its parts.
-    pub fn new(
-        pool: PgPool,
-        channel: Channel,
-        limits: Limits,
-        waiter: PositionWaiter,
-        shutdown: tokio_util::sync::CancellationToken,
-    ) -> Self {
+    pub fn new(parts: Parts, limits: Limits) -> Self {
         Self {
-            store: PgEventStore::new(pool.clone()),
-            auth: Authenticator::cached(pool.clone(), shutdown),
-            users: UserServiceClient::new(channel.clone()),
-            groups: GroupServiceClient::new(channel),
+            store: PgEventStore::new(parts.pool.clone()),
+            users: UserServiceClient::new(parts.channel.clone()),
+            groups: GroupServiceClient::new(parts.channel),
             limits: Arc::new(limits),
-            clock: Arc::new(SystemClock),
-            waiter,
-            pool,
+            auth: parts.auth,
+            waiter: parts.waiter,
+            clock: parts.clock,
+            pool: parts.pool,
         }
-    }
-
-    /// The authenticated caller with `permission`, and the raw `authorization` value to forward.
-    pub async fn caller(
-        &self,
-        headers: &HeaderMap,
-        permission: Permission,
-    ) -> Result<(Caller, String), ScimError> {
-        let header = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let caller = self
-            .auth
-            .authenticate(header, self.clock.now())
-            .await
-            .map_err(|e| match e {
-                AuthError::Unauthenticated(reason) => ScimError::unauthorized(reason),
-                other => {
-                    tracing::warn!(error = ?other, "resolving a SCIM token failed");
-                    ScimError::new(503, None, other.to_string())
-                }
-            })?;
-        if !caller.allows(permission) {
-            return Err(ScimError::forbidden(
-                "the token's roles do not allow this request",
-            ));
-        }
-        Ok((caller, header.unwrap_or_default().to_owned()))
     }
 
     /// Waits until the users and groups read models reflect everything the tenant committed so
@@ -110,41 +80,47 @@ impl Gateway {
             .store
             .latest_committed(caller.instance_id)
             .await
-            .map_err(|e| ScimError::new(503, None, e.to_string()))?;
+            .map_err(|e| cairn_error::Error::unavailable(e).to_scim(false))?;
+        self.wait_for(caller, latest).await
+    }
+
+    /// Waits until the SCIM read models reflect `position` for the caller's tenant (a write's
+    /// consistency token), or fails with `503` after the wait timeout: never answers from a read
+    /// model that is behind the client's own write.
+    pub async fn wait_for(&self, caller: &Caller, position: Position) -> Result<(), ScimError> {
         self.waiter
             .wait_for_position(
-                &["users", "groups"],
+                SCIM_PROJECTIONS,
                 caller.instance_id,
-                latest,
+                position,
                 self.limits.wait_timeout,
             )
             .await
-            .map_err(|e| ScimError::new(503, None, format!("the read models are behind: {e}")))
+            .map_err(|e| {
+                cairn_error::Error::new(
+                    cairn_error::Code::DeadlineExceeded,
+                    format!("the read models are behind: {e}"),
+                )
+                .to_scim(false)
+            })
     }
 
     /// A gRPC request carrying the caller's token, the client's idempotency key and the trace
     /// context: this request's own span when traces are exported (so command-api's span is its
     /// child), else the client's `traceparent` passed on unchanged.
-    pub fn forward<T>(&self, authorization: &str, headers: &HeaderMap, message: T) -> tonic::Request<T> {
+    pub fn forward<T>(&self, forward: &Forward, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        if let Ok(value) = authorization.parse() {
-            request.metadata_mut().insert("authorization", value);
-        }
         if let Some(value) = cairn_telemetry::propagation::traceparent().and_then(|v| v.parse().ok()) {
             request
                 .metadata_mut()
                 .insert(cairn_telemetry::propagation::TRACEPARENT, value);
         }
-        for name in ["idempotency-key", "traceparent", "tracestate"] {
-            if request.metadata().contains_key(name) {
+        for (name, value) in &forward.metadata {
+            if request.metadata().contains_key(*name) {
                 continue;
             }
-            if let Some(value) = headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-            {
-                request.metadata_mut().insert(name, value);
+            if let Ok(value) = value.parse() {
+                request.metadata_mut().insert(*name, value);
             }
         }
         request
@@ -154,6 +130,31 @@ impl Gateway {
     pub fn location(&self, endpoint: &str, id: &str) -> String {
         format!("{}/{endpoint}/{id}", self.limits.base_url.trim_end_matches('/'))
     }
+}
+
+/// What a [`Gateway`] is built from besides its limits.
+pub struct Parts {
+    /// PostgreSQL (read models, tokens, the latest committed position).
+    pub pool: PgPool,
+    /// command-api.
+    pub channel: Channel,
+    /// Read-your-writes (its listener runs as a task of the service).
+    pub waiter: PositionWaiter,
+    /// Token resolution (its revocation listener runs as a task of the service).
+    pub auth: Authenticator,
+    /// The clock (token expiry).
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The consistency token of a write command-api answered: parsed once, here. A missing or
+/// malformed one is command-api breaking its contract, so the write is answered as an internal
+/// error rather than read back from a read model that may not hold it yet.
+pub fn written_at(details: Option<cairn_proto::common::v1::Details>) -> Result<Position, ScimError> {
+    let text = details.map(|d| d.position).unwrap_or_default();
+    text.parse::<Position>().map_err(|_| {
+        cairn_error::Error::internal(format!("command-api answered a write with position {text:?}"))
+            .to_scim(false)
+    })
 }
 
 /// The read scope of a caller, in the query crate's terms.
@@ -171,25 +172,11 @@ impl ReadScope for Caller {
     }
 }
 
-/// Maps a command-api status to a SCIM error. `pinned` says whether the client sent `If-Match`
-/// (a stale version is then 412, otherwise 409).
+/// A command-api status as a SCIM error (through `cairn-error`, which reads its reason and field
+/// violations back). `pinned` says whether the client sent `If-Match` (a stale version is then
+/// 412, otherwise 409).
 pub fn from_status(status: tonic::Status, pinned: bool) -> ScimError {
-    use tonic::Code;
-    let message = status.message().to_owned();
-    match status.code() {
-        Code::InvalidArgument => ScimError::invalid_value(message),
-        Code::AlreadyExists => ScimError::uniqueness(message),
-        Code::NotFound => ScimError::not_found(message),
-        Code::Aborted if pinned => ScimError::precondition_failed(message),
-        Code::Aborted => ScimError::new(409, None, message),
-        Code::FailedPrecondition => ScimError::new(409, None, message),
-        Code::PermissionDenied => ScimError::forbidden(message),
-        Code::Unauthenticated => ScimError::unauthorized(message),
-        _ => {
-            tracing::warn!(code = ?status.code(), %message, "command-api call failed");
-            ScimError::new(503, None, "the service is unavailable; retry later")
-        }
-    }
+    cairn_error::Error::from_status(&status).to_scim(pinned)
 }
 
 /// A SCIM JSON response.
@@ -240,9 +227,91 @@ pub fn header_version(
     if value == "*" {
         return Ok(Some(None));
     }
-    let digits = value.trim_start_matches("W/").trim_matches('"');
-    digits
+    parse_version(value).map(Some)
+}
+
+/// A version as an ETag names it (`W/"3"`, `"3"`), also in a Bulk operation's `version`; `*`
+/// is any version (`None`).
+pub fn parse_version(value: &str) -> Result<Option<i64>, ScimError> {
+    let value = value.trim();
+    if value == "*" {
+        return Ok(None);
+    }
+    value
+        .trim_start_matches("W/")
+        .trim_matches('"')
         .parse::<i64>()
-        .map(|v| Some(Some(v)))
+        .map(Some)
         .map_err(|_| ScimError::invalid_value(format!("{value:?} is not a version this server issued")))
+}
+
+/// A resource with the request's attribute selection and its ETag (and `Location` when created).
+pub fn resource_response(
+    status: StatusCode,
+    rt: cairn_scim::ResourceType,
+    resource: &serde_json::Value,
+    params: &crate::query::ListParams,
+) -> Response {
+    let version = resource["meta"]["version"].as_str();
+    let location = resource["meta"]["location"]
+        .as_str()
+        .filter(|_| status == StatusCode::CREATED);
+    let body = cairn_scim::project(rt, resource, &params.attributes, &params.excluded);
+    scim_response(status, &body, version, location)
+}
+
+/// `304 Not Modified` with the resource's ETag, when `If-None-Match` names its current version
+/// (or `*`); `None` when the resource is to be sent.
+pub fn not_modified(wanted: Option<Option<i64>>, resource: &serde_json::Value) -> Option<Response> {
+    let current = resource["meta"]["version"].as_str();
+    let matches = match wanted? {
+        None => true,
+        Some(version) => current == Some(etag(version).as_str()),
+    };
+    if !matches {
+        return None;
+    }
+    let mut response = Response::new(axum::body::Body::empty());
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    if let Some(v) = current.and_then(|v| v.parse().ok()) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    Some(response)
+}
+
+/// `204 No Content`.
+pub fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_proto::common::v1::Details;
+
+    fn details(position: &str) -> Option<Details> {
+        Some(Details {
+            position: position.to_owned(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_writes_position_is_parsed_once_and_a_malformed_one_is_an_error_not_a_skipped_wait() {
+        assert_eq!(written_at(details("812.3")).ok(), Some(Position::new(812, 3)));
+        for broken in [details(""), details("12.x"), details("-4.0"), None] {
+            let error = written_at(broken.clone()).expect_err("no position to wait for");
+            assert_eq!(error.status, 500, "{broken:?}");
+        }
+    }
+
+    #[test]
+    fn versions_are_read_from_etags_and_anything_else_is_invalid() {
+        assert_eq!(parse_version("W/\"7\"").ok(), Some(Some(7)));
+        assert_eq!(parse_version("\"7\"").ok(), Some(Some(7)));
+        assert_eq!(parse_version("*").ok(), Some(None));
+        let error = parse_version("W/\"seven\"").expect_err("not a version");
+        assert_eq!(error.status, 400);
+        assert_eq!(error.scim_type, Some(cairn_scim::ScimType::InvalidValue));
+    }
 }

@@ -6,29 +6,24 @@
 
 pub mod bulk;
 pub mod conflict;
+pub mod discovery;
+pub mod extract;
 pub mod gateway;
 pub mod group_change;
-pub mod handlers;
+pub mod groups;
 pub mod query;
 pub mod resources;
+pub mod users;
 
-use anyhow::Context;
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
-use axum::routing::{get, post};
-use cairn_scim::ResourceType;
-use cairn_telemetry::Readiness;
-use cairn_telemetry::prometheus_client::registry::Registry;
+use axum::routing::{any, get, post};
+use cairn_domain::{Clock, SystemClock};
+use cairn_runtime::{Runtime, bind};
 use clap::Parser;
-use futures::FutureExt;
 use gateway::{Gateway, Limits};
-use handlers::*;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// Settings of the SCIM gateway.
@@ -73,161 +68,100 @@ pub struct Config {
 pub struct Service {
     /// Where HTTP listens.
     pub http_addr: SocketAddr,
-    tasks: JoinSet<anyhow::Result<()>>,
+    service: cairn_runtime::Service,
 }
 
 impl Service {
-    /// Waits for the tasks after shutdown.
-    pub async fn wait(mut self) -> anyhow::Result<()> {
-        while let Some(joined) = self.tasks.join_next().await {
-            joined.context("a gateway task panicked")??;
-        }
-        Ok(())
+    /// Waits until the gateway has stopped after shutdown; the first task error, if any.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.service.wait().await
     }
 }
 
-/// The SCIM routes under `/scim/v2`.
+/// The SCIM routes under `/scim/v2`. Each handler's arguments are the extractors of
+/// [`extract`]; the handlers of one resource type live in one module ([`users`], [`groups`]).
 pub fn router(gw: Gateway) -> Router {
+    use discovery::*;
     let scim = Router::new()
-        .route("/Users", get(list_users).post(create_user))
-        .route(
-            "/Users/.search",
-            post(
-                |State(gw): State<Gateway>, headers: HeaderMap, body: Body| async move {
-                    search(gw, headers, body, &[ResourceType::User]).await
-                },
-            ),
-        )
+        .route("/Users", get(users::list).post(users::create))
+        .route("/Users/.search", post(search_users))
         .route(
             "/Users/{id}",
-            get(get_user)
-                .put(replace_user)
-                .patch(patch_user)
-                .delete(delete_user),
+            get(users::get)
+                .put(users::replace)
+                .patch(users::patch)
+                .delete(users::delete),
         )
-        .route("/Groups", get(list_groups).post(create_group))
-        .route(
-            "/Groups/.search",
-            post(
-                |State(gw): State<Gateway>, headers: HeaderMap, body: Body| async move {
-                    search(gw, headers, body, &[ResourceType::Group]).await
-                },
-            ),
-        )
+        .route("/Groups", get(groups::list).post(groups::create))
+        .route("/Groups/.search", post(search_groups))
         .route(
             "/Groups/{id}",
-            get(get_group)
-                .put(replace_group)
-                .patch(patch_group)
-                .delete(delete_group),
+            get(groups::get)
+                .put(groups::replace)
+                .patch(groups::patch)
+                .delete(groups::delete),
         )
-        .route(
-            "/.search",
-            post(
-                |State(gw): State<Gateway>, headers: HeaderMap, body: Body| async move {
-                    search(gw, headers, body, &[ResourceType::User, ResourceType::Group]).await
-                },
-            ),
-        )
+        .route("/.search", post(search_all))
         .route("/Bulk", post(bulk::bulk))
-        .route(
-            "/Me",
-            axum::routing::any(|State(gw): State<Gateway>, headers: HeaderMap| async move {
-                me(&gw, &headers).await
-            }),
-        )
+        .route("/Me", any(me))
         .route(
             "/ServiceProviderConfig",
-            get(|State(gw): State<Gateway>, headers: HeaderMap| async move {
-                let document = service_provider_config(&gw);
-                discovery(&gw, &headers, Some(document)).await
-            })
-            .fallback(method_not_allowed),
+            get(service_provider_config).fallback(method_not_allowed),
         )
-        .route(
-            "/ResourceTypes",
-            get(|State(gw): State<Gateway>, headers: HeaderMap| async move {
-                let document = list_of(cairn_scim::schema::resource_types_json(&gw.limits.base_url));
-                discovery(&gw, &headers, Some(document)).await
-            })
-            .fallback(method_not_allowed),
-        )
+        .route("/ResourceTypes", get(resource_types).fallback(method_not_allowed))
         .route(
             "/ResourceTypes/{name}",
-            get(
-                |State(gw): State<Gateway>, headers: HeaderMap, Path(name): Path<String>| async move {
-                    let document = [ResourceType::User, ResourceType::Group]
-                        .into_iter()
-                        .find(|rt| rt.name().eq_ignore_ascii_case(&name))
-                        .map(|rt| cairn_scim::schema::resource_type_json(rt, &gw.limits.base_url));
-                    discovery(&gw, &headers, document).await
-                },
-            )
-            .fallback(method_not_allowed),
+            get(resource_type).fallback(method_not_allowed),
         )
-        .route(
-            "/Schemas",
-            get(|State(gw): State<Gateway>, headers: HeaderMap| async move {
-                let document = list_of(cairn_scim::schema::schemas_json(&gw.limits.base_url));
-                discovery(&gw, &headers, Some(document)).await
-            })
-            .fallback(method_not_allowed),
-        )
-        .route(
-            "/Schemas/{id}",
-            get(
-                |State(gw): State<Gateway>, headers: HeaderMap, Path(id): Path<String>| async move {
-                    let document = cairn_scim::schema::schema_json(&id, &gw.limits.base_url);
-                    discovery(&gw, &headers, document).await
-                },
-            )
-            .fallback(method_not_allowed),
-        )
-        .fallback(|| async {
-            gateway::error_response(&cairn_scim::ScimError::not_found("no such SCIM endpoint"))
-        })
+        .route("/Schemas", get(schemas).fallback(method_not_allowed))
+        .route("/Schemas/{id}", get(schema).fallback(method_not_allowed))
+        .fallback(no_such_endpoint)
         .with_state(gw);
     Router::new().nest("/scim/v2", scim)
 }
 
-/// Wraps an array of resources in a ListResponse (what `/Schemas` and `/ResourceTypes` return).
-fn list_of(document: serde_json::Value) -> serde_json::Value {
-    match document {
-        serde_json::Value::Array(items) => serde_json::json!({
-            "schemas": [query::LIST_RESPONSE],
-            "totalResults": items.len(),
-            "startIndex": 1,
-            "itemsPerPage": items.len(),
-            "Resources": items,
-        }),
-        other => other,
-    }
-}
-
 /// Connects and serves until `shutdown`.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Service> {
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(16)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(
-            cairn_eventstore::connect_options(
-                &config.database_url,
-                cairn_eventstore::IDLE_IN_TRANSACTION_TIMEOUT,
-            )
-            .context("CAIRN_DATABASE_URL is not a PostgreSQL URL")?,
+    start_with_clock(config, shutdown, Arc::new(SystemClock)).await
+}
+
+/// [`start`] with an injected clock (token expiry in tests).
+pub async fn start_with_clock(
+    config: Config,
+    shutdown: CancellationToken,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Service> {
+    let mut rt = Runtime::new("scim-gateway", shutdown);
+    let pool = rt
+        .postgres(
+            &config.database_url,
+            16,
+            cairn_eventstore::IDLE_IN_TRANSACTION_TIMEOUT,
         )
-        .await
-        .context("connecting to PostgreSQL (CAIRN_DATABASE_URL)")?;
-    cairn_migrations::run(&pool)
-        .await
-        .context("applying migrations")?;
+        .await?;
     let channel = tonic::transport::Channel::from_shared(config.api_url.clone())
-        .context("CAIRN_API_URL is not a URL")?
+        .map_err(|e| anyhow::anyhow!("CAIRN_API_URL is not a URL: {e}"))?
         .connect_lazy();
-    let waiter = cairn_readmodel::PositionWaiter::start(pool.clone(), shutdown.clone());
+    // The listeners that keep the waiter awake and the token cache current stop with the
+    // servers, after the last request in flight was answered.
+    let (waiter, commits) = cairn_readmodel::PositionWaiter::listening(pool.clone());
+    let (auth, revocations) = cairn_auth::Authenticator::cached_listening(pool.clone());
+    rt.spawn_server("position-listener", |stop| async move {
+        commits.run(stop).await;
+        Ok(())
+    });
+    rt.spawn_server("token-revocation-listener", |stop| async move {
+        revocations.run(stop).await;
+        Ok(())
+    });
     let gw = Gateway::new(
-        pool.clone(),
-        channel,
+        gateway::Parts {
+            pool,
+            channel,
+            waiter,
+            auth,
+            clock,
+        },
         Limits {
             base_url: config.base_url.clone(),
             max_results: config.max_results,
@@ -235,46 +169,27 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             max_payload_bytes: config.max_payload_bytes,
             wait_timeout: Duration::from_millis(config.wait_timeout_ms),
         },
-        waiter,
-        shutdown.clone(),
     );
-    let readiness = Readiness::default().with("postgres", {
-        let pool = pool.clone();
-        move || {
-            let pool = pool.clone();
-            async move {
-                sqlx::query("SELECT 1")
-                    .execute(&pool)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-            .boxed()
-        }
-    });
-    // A transaction left prepared holds every event reader back: not ready, naming its gid and age.
-    let prepared = cairn_eventstore::PreparedTransactions::new(
-        pool.clone(),
-        cairn_eventstore::PREPARED_TRANSACTION_MAX_AGE,
-    );
-    let readiness = readiness.with("prepared_transactions", prepared.readiness());
-    let mut registry = Registry::default();
-    let http_metrics = cairn_telemetry::RequestMetrics::register(&mut registry, "cairn_scim_http");
-    prepared.register(&mut registry);
-    let app = router(gw).route_layer(http_metrics.layer("scim-gateway")).merge(
-        cairn_telemetry::ops_router_refreshing(readiness, Arc::new(registry), vec![prepared.refresher()]),
-    );
-    let listener = tokio::net::TcpListener::bind(config.http_addr)
-        .await
-        .with_context(|| format!("binding HTTP to {} (CAIRN_SCIM_HTTP_ADDR)", config.http_addr))?;
+    let http_metrics = cairn_telemetry::RequestMetrics::register(rt.registry(), "cairn_scim_http");
+    let listener = bind(config.http_addr, "CAIRN_SCIM_HTTP_ADDR").await?;
     let http_addr = listener.local_addr()?;
-    let mut tasks = JoinSet::new();
-    tasks.spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .context("HTTP server failed")
-    });
+    // SCIM refuses a body over its own limit in its own form (413 with SCIM error JSON); the
+    // runtime's limit sits above it, for bodies no SCIM handler would read.
+    let settings = cairn_runtime::http::HttpSettings {
+        body_limit: config
+            .max_payload_bytes
+            .saturating_mul(2)
+            .max(cairn_runtime::http::HttpSettings::default().body_limit),
+        ..Default::default()
+    };
+    rt.serve_http(
+        listener,
+        router(gw).route_layer(http_metrics.layer("scim-gateway")),
+        &settings,
+    );
     tracing::info!(%http_addr, "scim-gateway started");
-    Ok(Service { http_addr, tasks })
+    Ok(Service {
+        http_addr,
+        service: rt.into_service(),
+    })
 }

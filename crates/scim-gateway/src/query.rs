@@ -37,6 +37,15 @@ pub struct ListParams {
 }
 
 impl ListParams {
+    /// No parameters: no filter, the first page, every attribute.
+    pub fn none() -> Self {
+        Self {
+            start_index: 1,
+            ascending: true,
+            ..Self::default()
+        }
+    }
+
     /// From query parameters (GET) or a SearchRequest body (POST .search).
     pub fn parse(get: impl Fn(&str) -> Option<String>) -> Result<Self, ScimError> {
         let filter = get("filter")

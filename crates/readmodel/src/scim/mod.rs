@@ -50,8 +50,7 @@ fn bind<'q>(
 }
 
 fn db(error: sqlx::Error) -> ScimError {
-    tracing::error!(%error, "scim query failed");
-    ScimError::new(503, None, "the service is unavailable; retry later")
+    cairn_error::Error::unavailable(format!("scim query failed: {error}")).to_scim(false)
 }
 
 /// Human users matching `query` (machine users are API principals, not people an identity
