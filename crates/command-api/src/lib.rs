@@ -5,7 +5,12 @@
 //! - [`authn`]: every gRPC call authenticated at the server's edge (tokens, callers and roles are
 //!   `cairn-auth`'s).
 //! - [`exec`]: commands — load, decide, push with the expected sequence, idempotency.
-//! - [`users`], [`groups`], [`orgs`], [`admin`]: the services; [`rest`]: the REST routes.
+//! - [`users`], [`groups`], [`orgs`], [`admin`]: the services; [`users`] and [`groups`] are one
+//!   module per concern (creating, reading, changing, email, removal, tokens; reading, group
+//!   commands, membership), their service methods only hand the call on. [`rest`]: the REST routes.
+//! - [`api`]: the state every surface shares; [`convert`]: wire types to and from domain and
+//!   read-model types; [`email`]: verification codes; [`error`]: the one error type, mapped to a
+//!   gRPC status and to problem+json.
 //! - [`console`]: the operator console (`GET /console/projections`) and its failed-event endpoints.
 //!
 //! With `CAIRN_BOOTSTRAP`, the first instance and its admin token are created at start
