@@ -26,6 +26,6 @@ pub use projections::{
 };
 pub use reads::Scope;
 pub use wait::{
-    CommitListener, GROUP_PROJECTIONS, MEMBER_PROJECTIONS, PositionWaiter, SCIM_PROJECTIONS, USER_PROJECTIONS,
-    USER_WITH_GROUPS_PROJECTIONS, WaitError,
+    CommitListener, GROUP_PROJECTIONS, MEMBER_PROJECTIONS, PositionWaiter, SCIM_PROJECTIONS,
+    USER_PROJECTIONS, USER_WITH_GROUPS_PROJECTIONS, WaitError,
 };
