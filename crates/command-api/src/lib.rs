@@ -5,11 +5,21 @@
 //! - [`authn`]: every gRPC call authenticated at the server's edge (tokens, callers and roles are
 //!   `cairn-auth`'s).
 //! - [`exec`]: commands — load, decide, push with the expected sequence, idempotency.
-//! - [`users`], [`groups`], [`orgs`], [`admin`]: the services; [`rest`]: the REST routes.
+//! - [`users`], [`groups`], [`orgs`], [`admin`]: the services; [`users`] and [`groups`] are one
+//!   module per concern (creating, reading, changing, email, removal, tokens; reading, group
+//!   commands, membership), their service methods only hand the call on. [`rest`]: the REST routes.
+//! - [`api`]: the state every surface shares; [`convert`]: wire types to and from domain and
+//!   read-model types; [`email`]: verification codes; [`error`]: the one error type, mapped to a
+//!   gRPC status and to problem+json.
 //! - [`console`]: the operator console (`GET /console/projections`) and its failed-event endpoints.
 //!
 //! With `CAIRN_BOOTSTRAP`, the first instance and its admin token are created at start
 //! (`cairn-bootstrap`).
+//!
+//! [`start`] assembles the service on `cairn-runtime`: the pool and migrations, the readiness
+//! checks, the metrics registry, the HTTP middleware and the named tasks drained in order on
+//! shutdown. The listeners that keep the token cache and the position waiter current are tasks of
+//! the runtime too (servers, stopped with the gRPC and HTTP servers after the workers).
 
 pub mod admin;
 pub mod api;
@@ -31,15 +41,13 @@ use cairn_proto::admin::v1::admin_service_server::AdminServiceServer;
 use cairn_proto::group::v1::group_service_server::GroupServiceServer;
 use cairn_proto::org::v1::org_service_server::OrgServiceServer;
 use cairn_proto::user::v1::user_service_server::UserServiceServer;
-use cairn_telemetry::Readiness;
-use cairn_telemetry::prometheus_client::registry::Registry;
+use cairn_runtime::http::HttpSettings;
+use cairn_runtime::{Runtime, bind};
 use clap::Parser;
-use futures::FutureExt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// Settings of the command-api service.
@@ -117,51 +125,99 @@ pub struct Service {
     pub http_addr: SocketAddr,
     /// The shared API state (for tests and the CLI).
     pub api: api::Api,
-    tasks: JoinSet<anyhow::Result<()>>,
+    service: cairn_runtime::Service,
 }
 
 impl Service {
-    /// Waits until every task ended after shutdown.
-    pub async fn wait(mut self) -> anyhow::Result<()> {
-        let mut first = None;
-        while let Some(joined) = self.tasks.join_next().await {
-            if let Err(error) = joined.context("a command-api task panicked").and_then(|r| r) {
-                tracing::error!(error = %format!("{error:#}"), "command-api task failed");
-                first.get_or_insert(error);
-            }
-        }
-        first.map_or(Ok(()), Err)
+    /// Waits until every task ended after shutdown: the gRPC and HTTP servers and the listeners
+    /// that keep the token cache and the position waiter current. Returns the first task error.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.service.wait().await
     }
 }
 
-/// Builds the API state over a pool.
+/// The listeners behind an [`api::Api`]'s token cache and position waiter, for the runtime to run.
+struct Listeners {
+    revocations: cairn_auth::RevocationListener,
+    commits: cairn_readmodel::CommitListener,
+}
+
+/// What the API state takes from the settings, parsed before anything is started.
+struct Settings {
+    keys: cairn_secrets::Keyring,
+    email: api::EmailSettings,
+    wait_timeout: Duration,
+    trust_idp_emails: bool,
+}
+
+impl Settings {
+    fn parse(config: &Config) -> anyhow::Result<Self> {
+        let keys =
+            cairn_secrets::Keyring::parse(&config.keys).map_err(|e| anyhow::anyhow!("CAIRN_KEYS: {e}"))?;
+        let code_spec = cairn_secrets::CodeSpec::new(config.email_code_length, &config.email_code_alphabet)
+            .map_err(|e| anyhow::anyhow!("code spec: {e}"))?;
+        Ok(Self {
+            keys,
+            email: api::EmailSettings {
+                code_expiry: Duration::from_secs(config.email_code_ttl_secs),
+                max_attempts: config.email_code_max_attempts,
+                code_spec,
+            },
+            wait_timeout: Duration::from_millis(config.wait_timeout_ms),
+            trust_idp_emails: config.trust_idp_emails,
+        })
+    }
+
+    fn into_api(
+        self,
+        pool: sqlx::PgPool,
+        clock: Arc<dyn Clock>,
+        auth: cairn_auth::Authenticator,
+        waiter: cairn_readmodel::PositionWaiter,
+    ) -> api::Api {
+        api::Api {
+            exec: exec::Executor {
+                store: PgEventStore::new(pool.clone()),
+                pool,
+                clock,
+            },
+            auth,
+            waiter,
+            keys: self.keys,
+            email: self.email,
+            wait_timeout: self.wait_timeout,
+            trust_idp_emails: self.trust_idp_emails,
+            org_cache: api::OrgCache::default(),
+        }
+    }
+}
+
+/// Builds the API state over a pool, for tools and tests: the listeners that keep its token cache
+/// and position waiter current run as detached tasks until `shutdown` (the service hands them to
+/// its runtime instead).
 pub fn build_api(
     config: &Config,
     pool: sqlx::PgPool,
     shutdown: &CancellationToken,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<api::Api> {
-    let keys = cairn_secrets::Keyring::parse(&config.keys).map_err(|e| anyhow::anyhow!("CAIRN_KEYS: {e}"))?;
-    let code_spec = cairn_secrets::CodeSpec::new(config.email_code_length, &config.email_code_alphabet)
-        .map_err(|e| anyhow::anyhow!("code spec: {e}"))?;
-    Ok(api::Api {
-        exec: exec::Executor {
-            store: PgEventStore::new(pool.clone()),
-            pool: pool.clone(),
-            clock,
-        },
-        auth: cairn_auth::Authenticator::cached(pool.clone(), shutdown.clone()),
-        waiter: cairn_readmodel::PositionWaiter::start(pool, shutdown.clone()),
-        keys,
-        email: api::EmailSettings {
-            code_expiry: Duration::from_secs(config.email_code_ttl_secs),
-            max_attempts: config.email_code_max_attempts,
-            code_spec,
-        },
-        wait_timeout: Duration::from_millis(config.wait_timeout_ms),
-        trust_idp_emails: config.trust_idp_emails,
-        org_cache: api::OrgCache::default(),
-    })
+    let settings = Settings::parse(config)?;
+    let auth = cairn_auth::Authenticator::cached(pool.clone(), shutdown.clone());
+    let waiter = cairn_readmodel::PositionWaiter::start(pool.clone(), shutdown.clone());
+    Ok(settings.into_api(pool, clock, auth, waiter))
+}
+
+/// [`build_api`] with the listeners handed back, to be run as tasks of the service's runtime.
+fn build_api_listening(
+    config: &Config,
+    pool: sqlx::PgPool,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<(api::Api, Listeners)> {
+    let settings = Settings::parse(config)?;
+    let (auth, revocations) = cairn_auth::Authenticator::cached_listening(pool.clone());
+    let (waiter, commits) = cairn_readmodel::PositionWaiter::listening(pool.clone());
+    let api = settings.into_api(pool, clock, auth, waiter);
+    Ok((api, Listeners { revocations, commits }))
 }
 
 /// Connects, migrates, optionally bootstraps, and serves gRPC and HTTP until `shutdown`.
@@ -176,22 +232,15 @@ pub async fn start_with_clock(
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Service> {
     config.validate()?;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(16)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(
-            cairn_eventstore::connect_options(
-                &config.database_url,
-                cairn_eventstore::IDLE_IN_TRANSACTION_TIMEOUT,
-            )
-            .context("CAIRN_DATABASE_URL is not a PostgreSQL URL")?,
+    let mut rt = Runtime::new("command-api", shutdown);
+    let pool = rt
+        .postgres(
+            &config.database_url,
+            16,
+            cairn_eventstore::IDLE_IN_TRANSACTION_TIMEOUT,
         )
-        .await
-        .context("connecting to PostgreSQL (CAIRN_DATABASE_URL)")?;
-    cairn_migrations::run(&pool)
-        .await
-        .context("applying migrations")?;
-    let api = build_api(&config, pool.clone(), &shutdown, clock)?;
+        .await?;
+    let (api, listeners) = build_api_listening(&config, pool, clock)?;
     if config.bootstrap
         && let Some(created) = cairn_bootstrap::bootstrap(
             &api.exec.store,
@@ -211,12 +260,8 @@ pub async fn start_with_clock(
         tracing::info!(instance = %created.instance_id, token_file = %config.bootstrap_token_file.display(), "bootstrapped the first instance");
     }
 
-    let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
-        .await
-        .with_context(|| format!("binding gRPC to {} (CAIRN_API_GRPC_ADDR)", config.grpc_addr))?;
-    let http_listener = tokio::net::TcpListener::bind(config.http_addr)
-        .await
-        .with_context(|| format!("binding HTTP to {} (CAIRN_API_HTTP_ADDR)", config.http_addr))?;
+    let grpc_listener = bind(config.grpc_addr, "CAIRN_API_GRPC_ADDR").await?;
+    let http_listener = bind(config.http_addr, "CAIRN_API_HTTP_ADDR").await?;
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 
@@ -230,10 +275,11 @@ pub async fn start_with_clock(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building gRPC reflection")?;
-    let mut registry = Registry::default();
-    let grpc_metrics = cairn_telemetry::RequestMetrics::register(&mut registry, "cairn_api_grpc");
-    let http_metrics = cairn_telemetry::RequestMetrics::register(&mut registry, "cairn_api_http");
+    let registry = rt.registry();
+    let grpc_metrics = cairn_telemetry::RequestMetrics::register(registry, "cairn_api_grpc");
+    let http_metrics = cairn_telemetry::RequestMetrics::register(registry, "cairn_api_http");
     let grpc = tonic::transport::Server::builder()
+        .layer(cairn_runtime::http::grpc_request_id())
         .layer(grpc_metrics.layer("command-api"))
         .layer(authn::AuthnLayer::new(api.clone()))
         .add_service(health_service)
@@ -242,63 +288,35 @@ pub async fn start_with_clock(
         .add_service(GroupServiceServer::new(groups::Groups::new(api.clone())))
         .add_service(OrgServiceServer::new(orgs::Orgs::new(api.clone())))
         .add_service(AdminServiceServer::new(admin::Admin::new(api.clone())));
-
-    let readiness = Readiness::default().with("postgres", {
-        let pool = pool.clone();
-        move || {
-            let pool = pool.clone();
-            async move {
-                sqlx::query("SELECT 1")
-                    .execute(&pool)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-            .boxed()
-        }
-    });
-    // A transaction left prepared holds every event reader back: not ready, naming its gid and age.
-    let prepared = cairn_eventstore::PreparedTransactions::new(
-        pool.clone(),
-        cairn_eventstore::PREPARED_TRANSACTION_MAX_AGE,
-    );
-    let readiness = readiness.with("prepared_transactions", prepared.readiness());
-    prepared.register(&mut registry);
-    let http = rest::router(api.clone())
+    let routes = rest::router(api.clone())
         .merge(console::router(api.clone()))
-        .route_layer(http_metrics.layer("command-api"))
-        .merge(cairn_telemetry::ops_router_refreshing(
-            readiness,
-            Arc::new(registry),
-            vec![prepared.refresher()],
-        ));
+        .route_layer(http_metrics.layer("command-api"));
 
-    let mut tasks = JoinSet::new();
-    tasks.spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            grpc.serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-                shutdown.cancelled_owned(),
-            )
-            .await
-            .context("gRPC server failed")
-        }
+    // The listeners are servers, not workers: they stop after the workers, with the gRPC and HTTP
+    // servers, so a request in flight keeps a current token cache and position waiter.
+    let Listeners { revocations, commits } = listeners;
+    rt.spawn_server("revocation-listener", |stop| async move {
+        revocations.run(stop).await;
+        Ok(())
     });
-    tasks.spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            axum::serve(http_listener, http)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-                .context("HTTP server failed")
-        }
+    rt.spawn_server("position-listener", |stop| async move {
+        commits.run(stop).await;
+        Ok(())
     });
+    rt.spawn_server("grpc", move |stop| async move {
+        grpc.serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            stop.cancelled_owned(),
+        )
+        .await
+        .context("gRPC server failed")
+    });
+    rt.serve_http(http_listener, routes, &HttpSettings::default());
     tracing::info!(%grpc_addr, %http_addr, "command-api started");
     Ok(Service {
         grpc_addr,
         http_addr,
         api,
-        tasks,
+        service: rt.into_service(),
     })
 }
