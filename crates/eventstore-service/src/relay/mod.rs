@@ -43,6 +43,7 @@ pub use crate::reconcile::{Finding, LastMessage, Plan, plan};
 use async_nats::jetstream::{self, context::PublishAckFuture};
 use cairn_domain::{Clock, Position, StoredEvent, SystemClock};
 use cairn_eventstore::{EventFilter, EventStore, PgEventStore};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -94,7 +95,8 @@ pub struct Relay {
     lease: Lease,
     commits: watch::Receiver<i64>,
     metrics: RelayMetrics,
-    clock: SystemClock,
+    clock: Arc<dyn Clock>,
+    jitter: Arc<dyn Fn() -> f64 + Send + Sync>,
     published: u64,
 }
 
@@ -121,9 +123,24 @@ impl Relay {
             lease,
             commits,
             metrics,
-            clock: SystemClock,
+            clock: Arc::new(SystemClock),
+            jitter: Arc::new(rand::random::<f64>),
             published: 0,
         }
+    }
+
+    /// The relay with another clock (its lag gauge reads it) and source of retry jitter (a value
+    /// in `[0, 1)` per retry): tests and simulations make both deterministic.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>, jitter: Arc<dyn Fn() -> f64 + Send + Sync>) -> Self {
+        self.clock = clock;
+        self.jitter = jitter;
+        self
+    }
+
+    /// Up to 50 ms added to a retry's backoff, so replicas that failed together do not retry in
+    /// step.
+    fn jitter(&self) -> Duration {
+        Duration::from_secs_f64((self.jitter)().clamp(0.0, 1.0) * 0.05)
     }
 
     /// This replica's lease owner id.
@@ -151,7 +168,7 @@ impl Relay {
                 }
                 Err(LeaseError::Database(error)) => {
                     tracing::warn!(%error, "cannot reach the lease; retrying");
-                    if pause(&shutdown, &mut backoff).await {
+                    if pause(&shutdown, &mut backoff, self.jitter()).await {
                         break Ok(());
                     }
                     continue;
@@ -174,7 +191,7 @@ impl Relay {
                 SessionEnd::Failed(reason) => {
                     self.metrics.publish_errors.inc();
                     tracing::warn!(%reason, "relay stopped publishing; resuming from its cursor");
-                    if pause(&shutdown, &mut backoff).await {
+                    if pause(&shutdown, &mut backoff, self.jitter()).await {
                         break Ok(());
                     }
                     continue;
@@ -390,9 +407,9 @@ impl Relay {
     }
 }
 
-/// Waits `backoff` (doubling up to 5 s) unless shutdown comes first; true on shutdown.
-async fn pause(shutdown: &CancellationToken, backoff: &mut Duration) -> bool {
-    let jitter = Duration::from_millis(rand::random::<u64>() % 50);
+/// Waits `backoff` plus `jitter` (doubling `backoff` up to 5 s) unless shutdown comes first; true
+/// on shutdown.
+async fn pause(shutdown: &CancellationToken, backoff: &mut Duration, jitter: Duration) -> bool {
     let wait = *backoff + jitter;
     *backoff = (*backoff * 2).min(Duration::from_secs(5));
     tokio::select! {
