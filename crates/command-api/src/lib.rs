@@ -295,14 +295,8 @@ pub async fn start_with_clock(
     // The listeners are servers, not workers: they stop after the workers, with the gRPC and HTTP
     // servers, so a request in flight keeps a current token cache and position waiter.
     let Listeners { revocations, commits } = listeners;
-    rt.spawn_server("revocation-listener", |stop| async move {
-        revocations.run(stop).await;
-        Ok(())
-    });
-    rt.spawn_server("position-listener", |stop| async move {
-        commits.run(stop).await;
-        Ok(())
-    });
+    rt.spawn_listener("revocation-listener", |stop| revocations.run(stop));
+    rt.spawn_listener("position-listener", |stop| commits.run(stop));
     rt.spawn_server("grpc", move |stop| async move {
         grpc.serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),

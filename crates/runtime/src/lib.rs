@@ -176,6 +176,23 @@ impl Runtime {
         self.tasks.spawn_server(name, serve(stop));
     }
 
+    /// Spawns a background loop named `name` that runs until the servers stop (a `LISTEN` that
+    /// keeps a cache or a waiter current): it stops with the servers, after the workers, so a
+    /// request in flight still has it. Built by `listen` from the token that stops it.
+    pub fn spawn_listener<F, Fut>(&mut self, name: &'static str, listen: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.spawn_server(name, move |stop| {
+            let listening = listen(stop);
+            async move {
+                listening.await;
+                Ok(())
+            }
+        });
+    }
+
     /// Serves `routes` merged with `/healthz`, `/readyz` and `/metrics` on `listener`, behind the
     /// [`http`] middleware configured by `settings`. Call it after every metric is registered: the
     /// registry is handed to the `/metrics` route here.

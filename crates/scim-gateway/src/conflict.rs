@@ -44,6 +44,24 @@ pub fn sent<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Result<Sent
     }
 }
 
+/// Sends a write that does not depend on what the gateway read (a PUT) until it is written: at
+/// once `412` after a conflict when the client named its version, else up to [`ATTEMPTS`] times,
+/// then `409`.
+pub async fn resend<T, F, Fut>(pinned: Option<i64>, mut send: F) -> Result<T, ScimError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Sent<T>, ScimError>>,
+{
+    let mut last = String::new();
+    for _ in 0..ATTEMPTS {
+        match send().await? {
+            Sent::Written(written) => return Ok(written),
+            Sent::Conflict(detail) => last = again(pinned, detail)?,
+        }
+    }
+    Err(kept_changing(&last))
+}
+
 /// After a conflict: with the client's version (`If-Match`), `412` at once; without, the detail
 /// to remember while trying again.
 pub fn again(pinned: Option<i64>, detail: String) -> Result<String, ScimError> {

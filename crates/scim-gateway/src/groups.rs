@@ -151,16 +151,8 @@ pub async fn replace(
         set: Some(member_ids(object)?),
         ..GroupChange::default()
     };
-    let mut last = String::new();
-    for _ in 0..conflict::ATTEMPTS {
-        match send(&gw, &writer, id, &change, pinned.unwrap_or(0)).await? {
-            Sent::Written(position) => {
-                return written(&gw, &writer.caller, id, position, &params).await;
-            }
-            Sent::Conflict(detail) => last = conflict::again(pinned, detail)?,
-        }
-    }
-    Err(conflict::kept_changing(&last).into())
+    let position = conflict::resend(pinned, || send(&gw, &writer, id, &change, pinned.unwrap_or(0))).await?;
+    written(&gw, &writer.caller, id, position, &params).await
 }
 
 /// `PATCH /Groups/{id}`. Member additions and removals by id, renames and externalId changes go

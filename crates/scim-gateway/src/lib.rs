@@ -146,14 +146,8 @@ pub async fn start_with_clock(
     // servers, after the last request in flight was answered.
     let (waiter, commits) = cairn_readmodel::PositionWaiter::listening(pool.clone());
     let (auth, revocations) = cairn_auth::Authenticator::cached_listening(pool.clone());
-    rt.spawn_server("position-listener", |stop| async move {
-        commits.run(stop).await;
-        Ok(())
-    });
-    rt.spawn_server("token-revocation-listener", |stop| async move {
-        revocations.run(stop).await;
-        Ok(())
-    });
+    rt.spawn_listener("position-listener", |stop| commits.run(stop));
+    rt.spawn_listener("revocation-listener", |stop| revocations.run(stop));
     let gw = Gateway::new(
         gateway::Parts {
             pool,

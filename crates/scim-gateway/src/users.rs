@@ -147,16 +147,8 @@ pub async fn replace(
     {
         return Err(ScimError::mutability("id is immutable").into());
     }
-    let mut last = String::new();
-    for _ in 0..conflict::ATTEMPTS {
-        match send(&gw, &writer, id, &body, pinned.unwrap_or(0)).await? {
-            Sent::Written(position) => {
-                return written(&gw, &writer.caller, id, position, &params).await;
-            }
-            Sent::Conflict(detail) => last = conflict::again(pinned, detail)?,
-        }
-    }
-    Err(conflict::kept_changing(&last).into())
+    let position = conflict::resend(pinned, || send(&gw, &writer, id, &body, pinned.unwrap_or(0))).await?;
+    written(&gw, &writer.caller, id, position, &params).await
 }
 
 /// `PATCH /Users/{id}`: the operations are applied to the current resource and the result is
