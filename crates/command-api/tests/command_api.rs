@@ -1,182 +1,21 @@
-//! command-api through real tonic clients against a server started in the test, with the relay and
-//! a projector running beside it on the real PostgreSQL and NATS.
+//! command-api through real tonic clients against the whole system started from `crates/stack`
+//! (the relay, a projector and the SCIM gateway beside it) on the real PostgreSQL and NATS.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod history;
 
-use cairn_bootstrap::{Bootstrapped, create_instance};
 use cairn_proto::admin::v1 as admin;
 use cairn_proto::group::v1 as group;
 use cairn_proto::user::v1 as user;
+use cairn_stack::Stack;
 use cairn_testkit::TestDb;
 use prost::Message;
 use sqlx::Connection;
-use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic::{Code, Request};
-
-struct Stack {
-    db: TestDb,
-    api: cairn_command_api::Service,
-    admin: Bootstrapped,
-    shutdown: CancellationToken,
-    others: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    /// The projector replica; dropping it aborts its tasks like a `kill -9` (no lease released).
-    projector: Option<cairn_projector_service::Service>,
-    stream: String,
-    prefix: String,
-    keys: String,
-}
-
-fn keys() -> String {
-    format!(
-        "k1:{}",
-        cairn_secrets::Keyring::generate_key_string().unwrap().as_str()
-    )
-}
-
-impl Stack {
-    async fn start() -> Self {
-        let db = TestDb::new(16).await.unwrap();
-        let mut stack = Self::start_on(db, cairn_testkit::unique_stream(), keys()).await;
-        stack.admin = new_instance(&stack.api, "Test").await;
-        stack
-    }
-
-    /// The services on `db` (migrated by them), publishing to `stream`; `admin` is left empty.
-    async fn start_on(db: TestDb, (stream, prefix): (String, String), keys: String) -> Self {
-        let shutdown = CancellationToken::new();
-        let eventstore = cairn_eventstore_service::start(
-            cairn_eventstore_service::Config {
-                database_url: db.url.clone(),
-                nats_url: cairn_testkit::nats_url(),
-                grpc_addr: "127.0.0.1:0".parse().unwrap(),
-                http_addr: "127.0.0.1:0".parse().unwrap(),
-                service_token: "test-token-0123456789abcdef0123456789".into(),
-                stream_name: stream.clone(),
-                subject_prefix: prefix.clone(),
-                stream_max_age_hours: 1,
-                duplicate_window_secs: 120,
-                relay_lease_ttl_secs: 2,
-                relay_batch: 1000,
-                relay_poll_ms: 500,
-            },
-            shutdown.clone(),
-        )
-        .await
-        .unwrap();
-        let projector = start_projector(&db.url, &stream, &prefix, shutdown.clone()).await;
-        let config = cairn_command_api::Config {
-            database_url: db.url.clone(),
-            grpc_addr: "127.0.0.1:0".parse().unwrap(),
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            keys: keys.clone(),
-            wait_timeout_ms: 10_000,
-            email_code_ttl_secs: 3600,
-            email_code_max_attempts: 5,
-            email_code_length: 6,
-            email_code_alphabet: "0123456789".into(),
-            trust_idp_emails: true,
-            bootstrap: false,
-            bootstrap_instance_name: "Test".into(),
-            bootstrap_token_file: "unused".into(),
-        };
-        let api = cairn_command_api::start(config, shutdown.clone()).await.unwrap();
-        let admin = Bootstrapped {
-            instance_id: cairn_domain::InstanceId::new(),
-            org_id: cairn_domain::AggregateId::new(),
-            admin_id: cairn_domain::AggregateId::new(),
-            token: String::new().into(),
-        };
-        let others = vec![tokio::spawn(eventstore.wait())];
-        Self {
-            db,
-            api,
-            admin,
-            shutdown,
-            others,
-            projector: Some(projector),
-            stream,
-            prefix,
-            keys,
-        }
-    }
-
-    fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.api.grpc_addr))
-            .unwrap()
-            .connect_lazy()
-    }
-
-    fn users(&self) -> user::user_service_client::UserServiceClient<Channel> {
-        user::user_service_client::UserServiceClient::new(self.channel())
-    }
-
-    fn groups(&self) -> group::group_service_client::GroupServiceClient<Channel> {
-        group::group_service_client::GroupServiceClient::new(self.channel())
-    }
-
-    fn admin_client(&self) -> admin::admin_service_client::AdminServiceClient<Channel> {
-        admin::admin_service_client::AdminServiceClient::new(self.channel())
-    }
-
-    async fn stop(self) {
-        let stream = self.stream.clone();
-        let db = self.stop_services().await;
-        let client = async_nats::connect(cairn_testkit::nats_url()).await.unwrap();
-        let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
-        db.drop_db().await.unwrap();
-    }
-
-    /// Stops every service gracefully; the database and the stream stay.
-    async fn stop_services(self) -> TestDb {
-        self.shutdown.cancel();
-        self.api.wait().await.unwrap();
-        if let Some(projector) = self.projector {
-            projector.wait().await.unwrap();
-        }
-        for task in self.others {
-            task.await.unwrap().unwrap();
-        }
-        self.db
-    }
-}
 
 /// A database URL without the driver's own query parameters, for libpq tools.
 fn plain_url(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
-}
-
-/// Starts a projector replica on the test's database and stream.
-async fn start_projector(
-    database_url: &str,
-    stream: &str,
-    prefix: &str,
-    shutdown: CancellationToken,
-) -> cairn_projector_service::Service {
-    cairn_projector_service::start(
-        cairn_projector_service::Config {
-            database_url: database_url.to_owned(),
-            nats_url: cairn_testkit::nats_url(),
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            stream_name: stream.to_owned(),
-            subject_prefix: prefix.to_owned(),
-            lease_ttl_secs: 2,
-            batch: 1000,
-            max_attempts: 3,
-            head_check_ms: 2000,
-        },
-        shutdown,
-    )
-    .await
-    .unwrap()
-}
-
-async fn new_instance(api: &cairn_command_api::Service, name: &str) -> Bootstrapped {
-    let tx = api.api.exec.pool.begin().await.unwrap();
-    create_instance(&api.api.exec.store, tx, name, api.api.exec.clock.now())
-        .await
-        .unwrap()
 }
 
 fn authed<T>(token: &str, message: T) -> Request<T> {
@@ -210,7 +49,9 @@ fn human(name: &str) -> user::AddHumanUserRequest {
     }
 }
 
-async fn token_with(stack: &Stack, roles: &[&str]) -> String {
+/// A token with `roles` the way a client gets one: a new machine user, and a token of it created
+/// through the admin API.
+async fn machine_token(stack: &Stack, roles: &[&str]) -> String {
     let machine = stack
         .users()
         .add_machine_user(authed(
@@ -243,7 +84,7 @@ async fn token_with(stack: &Stack, roles: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_whole_user_lifecycle() {
-    let stack = Stack::start().await;
+    let stack = Stack::start().await.unwrap();
     let token = stack.admin.token.to_string();
     let mut users = stack.users();
 
@@ -431,12 +272,12 @@ async fn the_whole_user_lifecycle() {
         .add_human_user(authed(&token, human("ada.lovelace")))
         .await
         .unwrap();
-    stack.stop().await;
+    stack.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn group_membership_follows_users() {
-    let stack = Stack::start().await;
+    let stack = Stack::start().await.unwrap();
     let token = stack.admin.token.to_string();
     let mut users = stack.users();
     let mut groups = stack.groups();
@@ -540,12 +381,12 @@ async fn group_membership_follows_users() {
     assert_eq!(member_ids, vec![ids[2].clone()]);
     assert_eq!(members.members[0].user_name, "u3");
     assert_eq!(members.details.unwrap().total_result, 1);
-    stack.stop().await;
+    stack.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tokens_roles_and_tenants_are_enforced() {
-    let stack = Stack::start().await;
+    let stack = Stack::start().await.unwrap();
     let token = stack.admin.token.to_string();
     let mut users = stack.users();
     let ada = users
@@ -578,7 +419,7 @@ async fn tokens_roles_and_tenants_are_enforced() {
     assert_eq!(bogus.code(), Code::Unauthenticated);
 
     // Roles.
-    let reader = token_with(&stack, &["read_only"]).await;
+    let reader = machine_token(&stack, &["read_only"]).await;
     users
         .get_user(authed(
             &reader,
@@ -594,7 +435,7 @@ async fn tokens_roles_and_tenants_are_enforced() {
         .await
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
-    let manager = token_with(&stack, &["user_manager"]).await;
+    let manager = machine_token(&stack, &["user_manager"]).await;
     users
         .add_human_user(authed(&manager, human("bob")))
         .await
@@ -658,7 +499,7 @@ async fn tokens_roles_and_tenants_are_enforced() {
     assert_eq!(revoked.code(), Code::Unauthenticated);
 
     // Another instance sees and changes nothing of this one.
-    let other = new_instance(&stack.api, "Other").await;
+    let other = stack.new_instance("Other").await.unwrap();
     let other_token = other.token.to_string();
     let hidden = users
         .get_user(authed(
@@ -693,12 +534,12 @@ async fn tokens_roles_and_tenants_are_enforced() {
         .add_human_user(authed(&other_token, human("ada")))
         .await
         .unwrap();
-    stack.stop().await;
+    stack.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idempotency_keys_replay_the_first_response() {
-    let stack = Stack::start().await;
+    let stack = Stack::start().await.unwrap();
     let token = stack.admin.token.to_string();
     let mut users = stack.users();
     let with_key = |key: &str, name: &str| {
@@ -727,12 +568,12 @@ async fn idempotency_keys_replay_the_first_response() {
     assert_eq!(events, 1);
     let mismatch = users.add_human_user(with_key("k-1", "bob")).await.unwrap_err();
     assert_eq!(mismatch.code(), Code::FailedPrecondition);
-    stack.stop().await;
+    stack.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_updates_are_never_lost() {
-    let stack = Stack::start().await;
+    let stack = Stack::start().await.unwrap();
     let token = stack.admin.token.to_string();
     let created = stack
         .users()
@@ -805,12 +646,12 @@ async fn concurrent_updates_are_never_lost() {
     };
     assert_eq!(p.title, "C");
     assert_eq!(p.phone_numbers[0].value, "+41 44 000 00 00");
-    stack.stop().await;
+    stack.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_is_invalid_argument_with_field_violations() {
-    let stack = Stack::start().await;
+    let stack = Stack::start().await.unwrap();
     let token = stack.admin.token.to_string();
     let mut request = human("");
     request.profile.as_mut().unwrap().emails[0].value = "not-an-email".into();
@@ -887,12 +728,12 @@ async fn bad_input_is_invalid_argument_with_field_violations() {
         events, 1,
         "only the bootstrap admin; the bad request wrote nothing"
     );
-    stack.stop().await;
+    stack.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_consistency_token_makes_the_next_read_see_the_write_1000_times() {
-    let stack = Stack::start().await;
+    let stack = Stack::start().await.unwrap();
     let token = stack.admin.token.to_string();
     let mut users = stack.users();
     for i in 0..1000 {
@@ -915,12 +756,12 @@ async fn the_consistency_token_makes_the_next_read_see_the_write_1000_times() {
             .into_inner();
         assert_eq!(got.user.unwrap().user_name, format!("user{i}"));
     }
-    stack.stop().await;
+    stack.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rest_email_verification_and_projection_health() {
-    let stack = Stack::start().await;
+    let stack = Stack::start().await.unwrap();
     let token = stack.admin.token.to_string();
     let ada = stack
         .users()
@@ -931,7 +772,7 @@ async fn rest_email_verification_and_projection_health() {
         .user
         .unwrap()
         .id;
-    let http = stack.api.http_addr;
+    let http = stack.api_http;
     let post = |path: String, body: Option<&str>, bearer: Option<&str>| {
         let bearer = bearer.map(str::to_owned);
         let body = body.map(str::to_owned);
@@ -995,7 +836,7 @@ async fn rest_email_verification_and_projection_health() {
         .await
         .unwrap();
     assert_eq!(status, 401);
-    stack.stop().await;
+    stack.stop().await.unwrap();
 }
 
 /// DESIGN.md guarantees 2, 3, 5 and 11: eight clients change three shared groups at once with
@@ -1006,7 +847,7 @@ async fn rest_email_verification_and_projection_health() {
 /// events in sequence order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn per_aggregate_order_holds_when_clients_share_aggregates() {
-    let mut stack = Stack::start().await;
+    let mut stack = Stack::start().await.unwrap();
     let shape = history::Shape {
         writers: 8,
         ops_per_writer: 150,
@@ -1024,7 +865,7 @@ async fn per_aggregate_order_holds_when_clients_share_aggregates() {
     let aborted = report.refused.get("Aborted").copied().unwrap_or(0);
     assert!(aborted * 10 < report.acked_writes, "too many ABORTED: {report:?}");
     assert!(report.events > report.acked_writes, "{report:?}");
-    stack.stop().await;
+    stack.stop().await.unwrap();
 }
 
 /// The randomized history test: concurrent clients issue random commands (create, rename, add and
@@ -1034,7 +875,7 @@ async fn per_aggregate_order_holds_when_clients_share_aggregates() {
 /// `CAIRN_HISTORY_SEED` replays it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_histories_keep_every_invariant_while_the_projector_is_killed() {
-    let mut stack = Stack::start().await;
+    let mut stack = Stack::start().await.unwrap();
     let shape = history::Shape {
         writers: 6,
         ops_per_writer: 120,
@@ -1052,7 +893,7 @@ async fn random_histories_keep_every_invariant_while_the_projector_is_killed() {
         report.projector_kills > 0,
         "the projector was never killed: {report:?}"
     );
-    stack.stop().await;
+    stack.stop().await.unwrap();
 }
 
 /// DESIGN.md guarantees 3, 4, 5, 7 and 11 across a backup and restore: a populated database is
@@ -1077,7 +918,7 @@ async fn positions_keep_rising_after_a_restore_into_a_new_cluster() {
     }
     drop(burn);
 
-    let stack = Stack::start().await;
+    let stack = Stack::start().await.unwrap();
     let token = stack.admin.token.to_string();
     let instance = stack.admin.instance_id;
     let mut users = stack.users();
@@ -1109,7 +950,7 @@ async fn positions_keep_rising_after_a_restore_into_a_new_cluster() {
     cairn_testkit::eventually(
         "the events before the backup to reach the stream",
         std::time::Duration::from_secs(30),
-        || published(stack.db.pool.clone(), stack.stream.clone()),
+        || published(stack.db.pool.clone(), stack.stream().to_owned()),
     )
     .await
     .unwrap();
@@ -1148,12 +989,12 @@ async fn positions_keep_rising_after_a_restore_into_a_new_cluster() {
     cairn_testkit::eventually(
         "the events after the backup to reach the stream",
         std::time::Duration::from_secs(30),
-        || published(stack.db.pool.clone(), stack.stream.clone()),
+        || published(stack.db.pool.clone(), stack.stream().to_owned()),
     )
     .await
     .unwrap();
     let in_stream = js
-        .get_stream(&stack.stream)
+        .get_stream(stack.stream())
         .await
         .unwrap()
         .info()
@@ -1161,8 +1002,7 @@ async fn positions_keep_rising_after_a_restore_into_a_new_cluster() {
         .unwrap()
         .state
         .messages;
-    let (stream, prefix, keys) = (stack.stream.clone(), stack.prefix.clone(), stack.keys.clone());
-    let source = stack.stop_services().await;
+    let (source, resume) = stack.stop_services().await.unwrap();
 
     let target = TestDb::empty_on(&cluster.url, 16).await.unwrap();
     let status = std::process::Command::new(cluster.bin().join("pg_restore"))
@@ -1183,8 +1023,7 @@ async fn positions_keep_rising_after_a_restore_into_a_new_cluster() {
         "the new cluster's counter ({counter}) must start below the stored positions ({before})"
     );
 
-    let mut restored = Stack::start_on(target, (stream, prefix), keys).await;
-    restored.admin.instance_id = instance;
+    let restored = Stack::resume_on(target, resume).await.unwrap();
     let mut users = restored.users();
     let created = users
         .add_human_user(authed(&token, human("after-restore")))
@@ -1219,7 +1058,7 @@ async fn positions_keep_rising_after_a_restore_into_a_new_cluster() {
         .fetch_one(&restored.db.pool)
         .await
         .unwrap();
-    let stream = js.get_stream(&restored.stream).await.unwrap();
+    let stream = js.get_stream(restored.stream()).await.unwrap();
     cairn_testkit::eventually(
         "the events written after the restore to reach the stream",
         std::time::Duration::from_secs(30),
@@ -1234,7 +1073,7 @@ async fn positions_keep_rising_after_a_restore_into_a_new_cluster() {
     .await
     .unwrap();
     let last = stream
-        .get_last_raw_message_by_subject(&format!("{}.>", restored.prefix))
+        .get_last_raw_message_by_subject(&format!("{}.>", restored.prefix()))
         .await;
     let last_position: i64 = last
         .unwrap()
@@ -1248,6 +1087,6 @@ async fn positions_keep_rising_after_a_restore_into_a_new_cluster() {
         last_position, position.position,
         "the stream ends with the new event"
     );
-    restored.stop().await;
+    restored.stop().await.unwrap();
     drop(cluster);
 }

@@ -126,7 +126,7 @@ async fn setting_an_email_sends_one_message_in_the_users_language_whose_code_ver
         &ada_code,
         &grete_code,
         &stack.admin.token,
-        stack.keys.split(':').nth(1).unwrap(),
+        stack.keys().split(':').nth(1).unwrap(),
     ]);
     assert!(lines > 10, "the capture holds the run's logs ({lines} lines)");
     let captured = String::from_utf8_lossy(&support::logs().lock().unwrap()).into_owned();
@@ -781,7 +781,7 @@ async fn a_transaction_left_prepared_makes_the_service_not_ready_naming_its_gid(
     .await
     .unwrap()
     .unwrap();
-    let mut config = cairn_notifier::Config::for_tests(&cluster.url, &support::keys());
+    let mut config = cairn_notifier::Config::for_tests(&cluster.url, &cairn_stack::new_keys().unwrap());
     config.nats_url = cairn_testkit::nats_url();
     (config.stream_name, config.subject_prefix) = cairn_testkit::unique_stream();
     let shutdown = tokio_util::sync::CancellationToken::new();

@@ -1,6 +1,6 @@
 //! The projector service with the relay and JetStream, against real PostgreSQL and NATS: the read
 //! models follow the domain's events, read-your-writes holds 1,000 times out of 1,000, and every
-//! read model equals a rebuild from zero.
+//! read model equals a rebuild from zero. The services run as `crates/stack` starts them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use cairn_domain::group::AddGroup;
@@ -11,94 +11,32 @@ use cairn_domain::{
 };
 use cairn_eventstore::{EventStore, ExpectedSequence, PgEventStore, Push};
 use cairn_readmodel::PositionWaiter;
-use cairn_testkit::{TestDb, eventually};
+use cairn_stack::Stack;
+use cairn_testkit::eventually;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-struct Stack {
-    db: TestDb,
-    store: PgEventStore,
-    waiter: PositionWaiter,
-    shutdown: CancellationToken,
-    services: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    stream: String,
+/// The whole system from `crates/stack` (relay, this projector, command-api, SCIM gateway) on a fresh
+/// database: the test writes to command-api's event store and waits with its position waiter.
+async fn start() -> Stack {
+    Stack::start().await.unwrap()
 }
 
-impl Stack {
-    async fn start() -> Self {
-        let db = TestDb::new(16).await.unwrap();
-        let store = PgEventStore::new(db.pool.clone());
-        let shutdown = CancellationToken::new();
-        let (stream, prefix) = cairn_testkit::unique_stream();
-        let eventstore = cairn_eventstore_service::start(
-            cairn_eventstore_service::Config {
-                database_url: db.url.clone(),
-                nats_url: cairn_testkit::nats_url(),
-                grpc_addr: "127.0.0.1:0".parse().unwrap(),
-                http_addr: "127.0.0.1:0".parse().unwrap(),
-                service_token: "test-token-0123456789abcdef0123456789".into(),
-                stream_name: stream.clone(),
-                subject_prefix: prefix.clone(),
-                stream_max_age_hours: 1,
-                duplicate_window_secs: 120,
-                relay_lease_ttl_secs: 2,
-                relay_batch: 1000,
-                relay_poll_ms: 500,
-            },
-            shutdown.clone(),
-        )
+fn store(stack: &Stack) -> &PgEventStore {
+    &stack.api().exec.store
+}
+
+fn waiter(stack: &Stack) -> &PositionWaiter {
+    &stack.api().waiter
+}
+
+async fn load<A: Aggregate>(stack: &Stack, instance: InstanceId, id: AggregateId) -> A {
+    let events = store(stack)
+        .load_aggregate(instance, &A::aggregate_type(), id, 0)
         .await
         .unwrap();
-        let projector = cairn_projector_service::start(
-            cairn_projector_service::Config {
-                database_url: db.url.clone(),
-                nats_url: cairn_testkit::nats_url(),
-                http_addr: "127.0.0.1:0".parse().unwrap(),
-                stream_name: stream.clone(),
-                subject_prefix: prefix,
-                lease_ttl_secs: 2,
-                batch: 1000,
-                max_attempts: 3,
-                head_check_ms: 2000,
-            },
-            shutdown.clone(),
-        )
-        .await
-        .unwrap();
-        let waiter = PositionWaiter::start(db.pool.clone(), shutdown.clone());
-        let services = vec![tokio::spawn(eventstore.wait()), tokio::spawn(projector.wait())];
-        Self {
-            db,
-            store,
-            waiter,
-            shutdown,
-            services,
-            stream,
-        }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        for service in self.services {
-            service.await.unwrap().unwrap();
-        }
-        let client = async_nats::connect(cairn_testkit::nats_url()).await.unwrap();
-        let _ = async_nats::jetstream::new(client)
-            .delete_stream(&self.stream)
-            .await;
-        self.db.drop_db().await.unwrap();
-    }
-
-    async fn load<A: Aggregate>(&self, instance: InstanceId, id: AggregateId) -> A {
-        let events = self
-            .store
-            .load_aggregate(instance, &A::aggregate_type(), id, 0)
-            .await
-            .unwrap();
-        cairn_domain::rebuild(&events).unwrap()
-    }
+    cairn_domain::rebuild(&events).unwrap()
 }
 
 fn profile(email: &str) -> HumanProfile {
@@ -145,7 +83,7 @@ async fn add_user(
         "test",
         org,
     );
-    (id, stack.store.push(push).await.unwrap())
+    (id, store(stack).push(push).await.unwrap())
 }
 
 async fn user_row(
@@ -165,15 +103,14 @@ async fn user_row(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_is_readable_after_waiting_for_its_position_1000_times_out_of_1000() {
-    let stack = Stack::start().await;
+    let stack = start().await;
     let instance = InstanceId::new();
     let org = AggregateId::new();
     let mut waits = Vec::with_capacity(1000);
     for i in 0..1000 {
         let (id, events) = add_user(&stack, instance, org, &format!("user{i}")).await;
         let started = std::time::Instant::now();
-        stack
-            .waiter
+        waiter(&stack)
             .wait_for_position(&["users"], instance, events.last().unwrap().position, WAIT)
             .await
             .unwrap();
@@ -192,8 +129,7 @@ async fn a_write_is_readable_after_waiting_for_its_position_1000_times_out_of_10
     );
     // A position that will never be reached times out with a typed error, promptly.
     let far = Position::new(i64::MAX, 0);
-    let error = stack
-        .waiter
+    let error = waiter(&stack)
         .wait_for_position(&["users"], instance, far, Duration::from_millis(300))
         .await
         .unwrap_err();
@@ -201,7 +137,7 @@ async fn a_write_is_readable_after_waiting_for_its_position_1000_times_out_of_10
         matches!(error, cairn_readmodel::WaitError::Timeout { .. }),
         "{error}"
     );
-    stack.stop().await;
+    stack.stop().await.unwrap();
 }
 
 async fn checksums(pool: &sqlx::PgPool) -> Vec<(String, String)> {
@@ -222,14 +158,14 @@ async fn checksums(pool: &sqlx::PgPool) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn read_models_follow_the_domain_and_equal_a_rebuild_from_zero() {
-    let stack = Stack::start().await;
+    let stack = start().await;
     let instance = InstanceId::new();
     let org = AggregateId::new();
     let (ada, _) = add_user(&stack, instance, org, "Ada").await;
     let (bob, _) = add_user(&stack, instance, org, "bob").await;
 
     // Profile change, email change and verification, deactivation.
-    let user: User = stack.load(instance, ada).await;
+    let user: User = load(&stack, instance, ada).await;
     let change = ProfileChange {
         title: Some(Some("Countess".into())),
         ..Default::default()
@@ -243,8 +179,8 @@ async fn read_models_follow_the_domain_and_equal_a_rebuild_from_zero() {
         "test",
         org,
     );
-    stack.store.push(push).await.unwrap();
-    let user: User = stack.load(instance, ada).await;
+    store(&stack).push(push).await.unwrap();
+    let user: User = load(&stack, instance, ada).await;
     let decision = user
         .set_email(EmailAddress::parse("ada@analytical.engine").unwrap(), true)
         .unwrap();
@@ -257,8 +193,8 @@ async fn read_models_follow_the_domain_and_equal_a_rebuild_from_zero() {
         "test",
         org,
     );
-    stack.store.push(push).await.unwrap();
-    let user: User = stack.load(instance, bob).await;
+    store(&stack).push(push).await.unwrap();
+    let user: User = load(&stack, instance, bob).await;
     let push = Push::from_decision(
         instance,
         User::aggregate_type(),
@@ -268,7 +204,7 @@ async fn read_models_follow_the_domain_and_equal_a_rebuild_from_zero() {
         "test",
         org,
     );
-    stack.store.push(push).await.unwrap();
+    store(&stack).push(push).await.unwrap();
 
     // A group with both as members; then Bob is removed together with his membership.
     let group_id = AggregateId::new();
@@ -280,8 +216,7 @@ async fn read_models_follow_the_domain_and_equal_a_rebuild_from_zero() {
             description: None,
         })
         .unwrap();
-    stack
-        .store
+    store(&stack)
         .push(Push::from_decision(
             instance,
             Group::aggregate_type(),
@@ -293,7 +228,7 @@ async fn read_models_follow_the_domain_and_equal_a_rebuild_from_zero() {
         ))
         .await
         .unwrap();
-    let group: Group = stack.load(instance, group_id).await;
+    let group: Group = load(&stack, instance, group_id).await;
     let push = Push::from_decision(
         instance,
         Group::aggregate_type(),
@@ -303,9 +238,9 @@ async fn read_models_follow_the_domain_and_equal_a_rebuild_from_zero() {
         "test",
         org,
     );
-    stack.store.push(push).await.unwrap();
-    let group: Group = stack.load(instance, group_id).await;
-    let user: User = stack.load(instance, bob).await;
+    store(&stack).push(push).await.unwrap();
+    let group: Group = load(&stack, instance, group_id).await;
+    let user: User = load(&stack, instance, bob).await;
     let push = Push::from_decision(
         instance,
         User::aggregate_type(),
@@ -324,10 +259,9 @@ async fn read_models_follow_the_domain_and_equal_a_rebuild_from_zero() {
         "test",
         org,
     ));
-    let last = stack.store.push(push).await.unwrap();
+    let last = store(&stack).push(push).await.unwrap();
     let position = last.last().unwrap().position;
-    stack
-        .waiter
+    waiter(&stack)
         .wait_for_position(&["users", "groups", "milestones"], instance, position, WAIT)
         .await
         .unwrap();
@@ -380,8 +314,7 @@ async fn read_models_follow_the_domain_and_equal_a_rebuild_from_zero() {
     })
     .await
     .unwrap();
-    stack
-        .waiter
+    waiter(&stack)
         .wait_for_position(
             &["users", "groups", "milestones", "orgs", "instances"],
             instance,
@@ -395,5 +328,5 @@ async fn read_models_follow_the_domain_and_equal_a_rebuild_from_zero() {
         live,
         "rebuilt read models differ from the live ones"
     );
-    stack.stop().await;
+    stack.stop().await.unwrap();
 }

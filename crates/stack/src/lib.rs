@@ -1,12 +1,22 @@
 //! The whole of Cairn in one process for end-to-end tests: a fresh database and stream, the
 //! relay, a projector, command-api and the SCIM gateway on free ports, a bootstrapped instance with
-//! an admin token and a SCIM token, and a small HTTP client.
+//! an admin token and a SCIM token, and a small HTTP client. The services' own integration tests
+//! start their stack here too: [`Options`] injects a clock and sets the instance's name and the
+//! email codes, [`Stack::projectors`] starts (and [`Stack::projector`] holds) projector replicas a
+//! test may kill, and [`Stack::stop_services`] with [`Stack::resume_on`] restart the services on a
+//! restored database.
 
 use cairn_auth::{NewToken, Role, TokenKind};
 use cairn_bootstrap::{Bootstrapped, create_instance};
+use cairn_domain::{Clock, SystemClock};
+use cairn_proto::admin::v1::admin_service_client::AdminServiceClient;
+use cairn_proto::group::v1::group_service_client::GroupServiceClient;
+use cairn_proto::user::v1::user_service_client::UserServiceClient;
 use cairn_testkit::TestDb;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
 /// A new instance (`cairn init`) and a SCIM provisioner token of its admin user (`cairn token
 /// create --kind scim`), written straight to the database: for stacks started in tests and
@@ -22,6 +32,12 @@ pub async fn bootstrap(
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let scim_token = admin_token(pool, &admin, TokenKind::Scim, vec![Role::ScimProvisioner]).await?;
     Ok((admin, scim_token))
+}
+
+/// A new keyring of one random key (`k1:<key>`), as command-api and the notifier take it.
+pub fn new_keys() -> anyhow::Result<String> {
+    let key = cairn_secrets::Keyring::generate_key_string()?;
+    Ok(format!("k1:{}", key.as_str()))
 }
 
 /// A new token of `admin`'s instance acting as its admin user, of `kind` (`Api` or `Scim`).
@@ -66,24 +82,98 @@ pub struct Stack {
     pub admin: Bootstrapped,
     /// A SCIM provisioner token of the instance.
     pub scim_token: String,
+    /// The projector replica: [`Stack::stop`] waits for whichever replica is here. A test may take
+    /// it and drop it, which aborts its tasks as a crash would (no lease released), and put
+    /// another here from [`Stack::projectors`].
+    pub projector: Option<cairn_projector_service::Service>,
     api: cairn_command_api::Service,
+    channel: Channel,
+    projectors: Projectors,
+    options: Options,
+    stream: String,
+    prefix: String,
+    keys: String,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    stream: String,
 }
 
-/// Settings of a [`Stack`] that tests may change.
+/// Settings of a [`Stack`] that tests may change, set with the methods below on
+/// [`Options::default`].
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Attempts before the projector skips a failing event (`CAIRN_PROJECTOR_MAX_ATTEMPTS`).
-    pub projector_max_attempts: i32,
+    projector_max_attempts: i32,
+    clock: Arc<dyn Clock>,
+    instance_name: String,
+    email_codes: (usize, String),
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             projector_max_attempts: 3,
+            clock: Arc::new(SystemClock),
+            instance_name: "Stack".into(),
+            email_codes: (6, "0123456789".into()),
         }
+    }
+}
+
+impl Options {
+    /// Attempts before the projector skips a failing event (`CAIRN_PROJECTOR_MAX_ATTEMPTS`);
+    /// 3 by default.
+    pub fn projector_max_attempts(mut self, attempts: i32) -> Self {
+        self.projector_max_attempts = attempts;
+        self
+    }
+
+    /// command-api's clock, which also dates the bootstrapped instance (tests of expiry); the
+    /// system clock by default.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The name of the bootstrapped instance; "Stack" by default.
+    pub fn instance_name(mut self, name: &str) -> Self {
+        self.instance_name = name.to_owned();
+        self
+    }
+
+    /// The length and alphabet of command-api's email verification codes; six digits by default.
+    pub fn email_codes(mut self, length: usize, alphabet: &str) -> Self {
+        self.email_codes = (length, alphabet.to_owned());
+        self
+    }
+}
+
+/// What a stack whose services stopped leaves to start another on its database or a copy of it
+/// ([`Stack::stop_services`], [`Stack::resume_on`]): its options, stream, keys and instance.
+pub struct Resume {
+    options: Options,
+    taken_over: TakenOver,
+}
+
+/// What a resumed stack takes over from the stopped one instead of making it anew.
+struct TakenOver {
+    stream: String,
+    prefix: String,
+    keys: String,
+    admin: Bootstrapped,
+    scim_token: String,
+}
+
+/// Starts projector replicas of a stack: on its database and stream, with its settings, stopped
+/// with it. Cheap to clone into a task.
+#[derive(Debug, Clone)]
+pub struct Projectors {
+    config: cairn_projector_service::Config,
+    shutdown: CancellationToken,
+}
+
+impl Projectors {
+    /// Starts one more replica.
+    pub async fn start(&self) -> anyhow::Result<cairn_projector_service::Service> {
+        cairn_projector_service::start(self.config.clone(), self.shutdown.clone()).await
     }
 }
 
@@ -93,11 +183,26 @@ impl Stack {
         Self::start_with(Options::default()).await
     }
 
-    /// Starts everything with `options`.
+    /// Starts everything with `options` on a new database and stream, and bootstraps an instance.
     pub async fn start_with(options: Options) -> anyhow::Result<Self> {
-        let db = TestDb::new(8).await?;
+        Self::start_on(TestDb::new(16).await?, options, None).await
+    }
+
+    /// Starts everything on `db` (the database of a stopped stack, or a restored copy of it)
+    /// where `resume`'s stack stopped: its stream, keys and instance; nothing is bootstrapped.
+    pub async fn resume_on(db: TestDb, resume: Resume) -> anyhow::Result<Self> {
+        Self::start_on(db, resume.options, Some(resume.taken_over)).await
+    }
+
+    async fn start_on(db: TestDb, options: Options, taken_over: Option<TakenOver>) -> anyhow::Result<Self> {
         let shutdown = CancellationToken::new();
-        let (stream, prefix) = cairn_testkit::unique_stream();
+        let (stream, prefix, keys) = match &taken_over {
+            Some(t) => (t.stream.clone(), t.prefix.clone(), t.keys.clone()),
+            None => {
+                let (stream, prefix) = cairn_testkit::unique_stream();
+                (stream, prefix, new_keys()?)
+            }
+        };
         let eventstore = cairn_eventstore_service::start(
             cairn_eventstore_service::Config {
                 database_url: db.url.clone(),
@@ -116,49 +221,56 @@ impl Stack {
             shutdown.clone(),
         )
         .await?;
-        let projector = cairn_projector_service::start(
-            cairn_projector_service::Config {
+        let projectors = Projectors {
+            config: cairn_projector_service::Config {
                 database_url: db.url.clone(),
                 nats_url: cairn_testkit::nats_url(),
                 http_addr: "127.0.0.1:0".parse()?,
                 stream_name: stream.clone(),
-                subject_prefix: prefix,
+                subject_prefix: prefix.clone(),
                 lease_ttl_secs: 2,
                 batch: 1000,
                 max_attempts: options.projector_max_attempts,
                 head_check_ms: 2000,
             },
-            shutdown.clone(),
-        )
-        .await?;
-        let keys = format!("k1:{}", cairn_secrets::Keyring::generate_key_string()?.as_str());
-        let api = cairn_command_api::start(
+            shutdown: shutdown.clone(),
+        };
+        let projector = projectors.start().await?;
+        let (code_length, code_alphabet) = options.email_codes.clone();
+        let api = cairn_command_api::start_with_clock(
             cairn_command_api::Config {
                 database_url: db.url.clone(),
                 grpc_addr: "127.0.0.1:0".parse()?,
                 http_addr: "127.0.0.1:0".parse()?,
-                keys,
+                keys: keys.clone(),
                 wait_timeout_ms: 10_000,
                 email_code_ttl_secs: 3600,
                 email_code_max_attempts: 5,
-                email_code_length: 6,
-                email_code_alphabet: "0123456789".into(),
+                email_code_length: code_length,
+                email_code_alphabet: code_alphabet,
                 trust_idp_emails: true,
                 bootstrap: false,
-                bootstrap_instance_name: "Stack".into(),
+                bootstrap_instance_name: options.instance_name.clone(),
                 bootstrap_token_file: "unused".into(),
             },
             shutdown.clone(),
+            options.clock.clone(),
         )
         .await?;
-        let (admin, scim_token) = bootstrap(
-            &api.api.exec.pool,
-            &api.api.exec.store,
-            "Stack",
-            api.api.exec.clock.now(),
-        )
-        .await?;
+        let (admin, scim_token) = match taken_over {
+            Some(t) => (t.admin, t.scim_token),
+            None => {
+                bootstrap(
+                    &api.api.exec.pool,
+                    &api.api.exec.store,
+                    &options.instance_name,
+                    api.api.exec.clock.now(),
+                )
+                .await?
+            }
+        };
         let grpc = api.grpc_addr;
+        let channel = Channel::from_shared(format!("http://{grpc}"))?.connect_lazy();
         let api_http = api.http_addr;
         let scim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let scim_addr = scim_listener.local_addr()?;
@@ -178,11 +290,7 @@ impl Stack {
         )
         .await?;
         let eventstore_grpc = eventstore.grpc_addr;
-        let tasks = vec![
-            tokio::spawn(eventstore.wait()),
-            tokio::spawn(projector.wait()),
-            tokio::spawn(gateway.wait()),
-        ];
+        let tasks = vec![tokio::spawn(eventstore.wait()), tokio::spawn(gateway.wait())];
         Ok(Self {
             db,
             grpc,
@@ -191,16 +299,67 @@ impl Stack {
             scim: scim_addr,
             admin,
             scim_token,
+            projector: Some(projector),
             api,
+            channel,
+            projectors,
+            options,
+            stream,
+            prefix,
+            keys,
             shutdown,
             tasks,
-            stream,
         })
     }
 
-    /// command-api's shared state (event store, pool, clock).
+    /// command-api's shared state (event store, pool, clock, position waiter).
     pub fn api(&self) -> &cairn_command_api::api::Api {
         &self.api.api
+    }
+
+    /// command-api's clock.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.api().exec.clock.clone()
+    }
+
+    /// command-api's keyring (`k1:<key>`), which the notifier shares.
+    pub fn keys(&self) -> &str {
+        &self.keys
+    }
+
+    /// The stream the relay publishes to.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// The subject prefix of the stream's events.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Starts more projector replicas (see [`Stack::projector`]).
+    pub fn projectors(&self) -> Projectors {
+        self.projectors.clone()
+    }
+
+    /// A gRPC channel to command-api (connecting lazily).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// A client of command-api's user service.
+    pub fn users(&self) -> UserServiceClient<Channel> {
+        UserServiceClient::new(self.channel())
+    }
+
+    /// A client of command-api's group service.
+    pub fn groups(&self) -> GroupServiceClient<Channel> {
+        GroupServiceClient::new(self.channel())
+    }
+
+    /// A client of command-api's admin service.
+    pub fn admin_client(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel())
     }
 
     /// A new instance, with its own admin token, beside the bootstrapped one.
@@ -246,16 +405,36 @@ impl Stack {
 
     /// Stops everything and drops the database and stream.
     pub async fn stop(self) -> anyhow::Result<()> {
+        let (db, resume) = self.stop_services().await?;
+        let client = async_nats::connect(cairn_testkit::nats_url()).await?;
+        let _ = async_nats::jetstream::new(client)
+            .delete_stream(&resume.taken_over.stream)
+            .await;
+        db.drop_db().await
+    }
+
+    /// Stops every service gracefully; the database and the stream stay, for a stack to resume
+    /// on ([`Stack::resume_on`]).
+    pub async fn stop_services(self) -> anyhow::Result<(TestDb, Resume)> {
         self.shutdown.cancel();
         self.api.wait().await?;
+        if let Some(projector) = self.projector {
+            projector.wait().await?;
+        }
         for task in self.tasks {
             task.await??;
         }
-        let client = async_nats::connect(cairn_testkit::nats_url()).await?;
-        let _ = async_nats::jetstream::new(client)
-            .delete_stream(&self.stream)
-            .await;
-        self.db.drop_db().await
+        let resume = Resume {
+            options: self.options,
+            taken_over: TakenOver {
+                stream: self.stream,
+                prefix: self.prefix,
+                keys: self.keys,
+                admin: self.admin,
+                scim_token: self.scim_token,
+            },
+        };
+        Ok((self.db, resume))
     }
 }
 

@@ -189,11 +189,9 @@ async fn the_console_page_shows_every_projection_and_a_failed_event_in_headless_
     let binary = std::env::var("CAIRN_TEST_CHROMIUM").expect(
         "CAIRN_TEST_CHROMIUM must name Debian's chromium (scripts/test installs it and sets it to /usr/bin/chromium)",
     );
-    let stack = Stack::start_with(Options {
-        projector_max_attempts: 1000,
-    })
-    .await
-    .unwrap();
+    let stack = Stack::start_with(Options::default().projector_max_attempts(1000))
+        .await
+        .unwrap();
     let instance = stack.admin.instance_id.to_string();
     poison_users(&stack).await;
     add_user(&stack, "poison-ada").await;
@@ -323,11 +321,9 @@ async fn the_console_page_shows_every_projection_and_a_failed_event_in_headless_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn console_endpoints_need_an_instance_admin_and_stay_in_the_callers_instance() {
-    let stack = Stack::start_with(Options {
-        projector_max_attempts: 1000,
-    })
-    .await
-    .unwrap();
+    let stack = Stack::start_with(Options::default().projector_max_attempts(1000))
+        .await
+        .unwrap();
     poison_users(&stack).await;
     add_user(&stack, "poison-bob").await;
     let event = failed_event(&stack, "users", "retrying", "poison-bob").await;
@@ -442,11 +438,9 @@ async fn console_endpoints_need_an_instance_admin_and_stay_in_the_callers_instan
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn skip_and_retry_over_http_move_a_stuck_projection_on_without_losing_events() {
-    let stack = Stack::start_with(Options {
-        projector_max_attempts: 1000,
-    })
-    .await
-    .unwrap();
+    let stack = Stack::start_with(Options::default().projector_max_attempts(1000))
+        .await
+        .unwrap();
     poison_users(&stack).await;
     add_user(&stack, "poison-a").await;
     let stuck = failed_event(&stack, "users", "retrying", "poison-a").await;

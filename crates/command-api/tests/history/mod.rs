@@ -16,7 +16,7 @@
 //! The seed is printed at the start and in every failure; `CAIRN_HISTORY_SEED=<seed>` replays the
 //! same operations (the interleaving of concurrent clients is up to the machine).
 
-use super::{Stack, authed, start_projector};
+use super::{Stack, authed};
 use async_nats::jetstream::consumer::pull;
 use cairn_domain::{
     Aggregate, AggregateId, AggregateType, Group, InstanceId, Position, StoredEvent, User, UserState,
@@ -421,8 +421,7 @@ pub async fn run(stack: &mut Stack, shape: Shape, seed: u64) -> Report {
 
     let killer = shape.kill_projector.then(|| {
         let replica = stack.projector.take();
-        let (url, stream, prefix) = (stack.db.url.clone(), stack.stream.clone(), stack.prefix.clone());
-        let shutdown = stack.shutdown.clone();
+        let projectors = stack.projectors();
         let done = done.clone();
         tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed ^ 0x6b69_6c6c);
@@ -435,7 +434,7 @@ pub async fn run(stack: &mut Stack, shape: Shape, seed: u64) -> Report {
                 drop(replica.take());
                 kills += 1;
                 tokio::time::sleep(Duration::from_millis(rng.random_range(50..800))).await;
-                replica = Some(start_projector(&url, &stream, &prefix, shutdown.clone()).await);
+                replica = Some(projectors.start().await.unwrap());
             }
             (replica, kills)
         })
@@ -558,7 +557,7 @@ pub async fn run(stack: &mut Stack, shape: Shape, seed: u64) -> Report {
 }
 
 async fn latest_committed(stack: &Stack, instance: InstanceId) -> Position {
-    stack.api.api.exec.store.latest_committed(instance).await.unwrap()
+    stack.api().exec.store.latest_committed(instance).await.unwrap()
 }
 
 /// Checks every invariant; returns the number of events in the store.
@@ -667,8 +666,7 @@ async fn check(
 
 async fn fold<A: Aggregate>(stack: &Stack, instance: InstanceId, id: AggregateId) -> A {
     let events: Vec<StoredEvent> = stack
-        .api
-        .api
+        .api()
         .exec
         .store
         .load_aggregate(instance, &A::aggregate_type(), id, 0)
@@ -804,7 +802,7 @@ async fn compare_stream(stack: &Stack, violations: &mut Vec<String>) {
         "the stream to hold as many messages as the store has events",
         Duration::from_secs(60),
         || async {
-            let mut stream = js.get_stream(&stack.stream).await?;
+            let mut stream = js.get_stream(stack.stream()).await?;
             let messages = stream.info().await?.state.messages;
             Ok((messages >= store_ids.len() as u64).then_some(messages))
         },
@@ -823,7 +821,7 @@ async fn compare_stream(stack: &Stack, violations: &mut Vec<String>) {
             store_ids.len()
         ));
     }
-    let stream = js.get_stream(&stack.stream).await.unwrap();
+    let stream = js.get_stream(stack.stream()).await.unwrap();
     let consumer = stream
         .create_consumer(pull::OrderedConfig::default())
         .await

@@ -1,15 +1,14 @@
 //! Fixtures of the notifier's tests: a real SMTP server (aiosmtpd, `smtp_sink.py`) per test, the
-//! whole stack in-process (relay, projector, command-api, notifier) on a fresh database, and a log
-//! capture that the tests search for secrets.
+//! whole stack in-process (`crates/stack`, plus the notifiers a test starts) on a fresh database,
+//! and a log capture that the tests search for secrets.
 
-use cairn_bootstrap::{Bootstrapped, create_instance};
 use cairn_domain::{Clock, SystemClock};
-use cairn_proto::admin::v1 as admin;
 use cairn_proto::notification::v1 as notification;
 use cairn_proto::user::v1 as user;
-use cairn_testkit::{TestDb, eventually};
+use cairn_testkit::eventually;
 use serde_json::Value;
 use std::io::Write;
+use std::ops::Deref;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -249,24 +248,16 @@ pub fn code_in(message: &Value) -> String {
 // ---------------------------------------------------------------------------------------------
 // The stack
 
-pub fn keys() -> String {
-    format!(
-        "k1:{}",
-        cairn_secrets::Keyring::generate_key_string().unwrap().as_str()
-    )
-}
+/// The whole system from `crates/stack` (relay, projector, command-api, SCIM gateway) on a fresh
+/// database, with the notifiers of a test beside it.
+pub struct Stack(cairn_stack::Stack);
 
-/// What runs beside every notifier: relay, projector and command-api on a fresh database.
-pub struct Stack {
-    pub db: TestDb,
-    pub api: cairn_command_api::Service,
-    pub admin: Bootstrapped,
-    pub keys: String,
-    pub clock: Arc<dyn Clock>,
-    pub stream: String,
-    pub prefix: String,
-    shutdown: CancellationToken,
-    others: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+impl Deref for Stack {
+    type Target = cairn_stack::Stack;
+
+    fn deref(&self) -> &cairn_stack::Stack {
+        &self.0
+    }
 }
 
 impl Stack {
@@ -276,90 +267,22 @@ impl Stack {
 
     pub async fn start_with_clock(clock: Arc<dyn Clock>) -> Self {
         logs();
-        let db = TestDb::new(16).await.unwrap();
-        let shutdown = CancellationToken::new();
-        let (stream, prefix) = cairn_testkit::unique_stream();
-        let eventstore = cairn_eventstore_service::start(
-            cairn_eventstore_service::Config {
-                database_url: db.url.clone(),
-                nats_url: cairn_testkit::nats_url(),
-                grpc_addr: "127.0.0.1:0".parse().unwrap(),
-                http_addr: "127.0.0.1:0".parse().unwrap(),
-                service_token: "test-token-0123456789abcdef0123456789".into(),
-                stream_name: stream.clone(),
-                subject_prefix: prefix.clone(),
-                stream_max_age_hours: 1,
-                duplicate_window_secs: 120,
-                relay_lease_ttl_secs: 2,
-                relay_batch: 1000,
-                relay_poll_ms: 500,
-            },
-            shutdown.clone(),
-        )
-        .await
-        .unwrap();
-        let projector = cairn_projector_service::start(
-            cairn_projector_service::Config {
-                database_url: db.url.clone(),
-                nats_url: cairn_testkit::nats_url(),
-                http_addr: "127.0.0.1:0".parse().unwrap(),
-                stream_name: stream.clone(),
-                subject_prefix: prefix.clone(),
-                lease_ttl_secs: 2,
-                batch: 1000,
-                max_attempts: 3,
-                head_check_ms: 2000,
-            },
-            shutdown.clone(),
-        )
-        .await
-        .unwrap();
-        let keys = keys();
-        let config = cairn_command_api::Config {
-            database_url: db.url.clone(),
-            grpc_addr: "127.0.0.1:0".parse().unwrap(),
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            keys: keys.clone(),
-            wait_timeout_ms: 10_000,
-            email_code_ttl_secs: 3600,
-            email_code_max_attempts: 5,
+        let options = cairn_stack::Options::default()
+            .clock(clock)
+            .instance_name("Analytical Engines")
             // Long codes from an alphabet that log lines hardly use, so searching the logs for a
             // code cannot match a timestamp or a position by chance.
-            email_code_length: 8,
-            email_code_alphabet: CODE_ALPHABET.into(),
-            trust_idp_emails: true,
-            bootstrap: false,
-            bootstrap_instance_name: "Test".into(),
-            bootstrap_token_file: "unused".into(),
-        };
-        let api = cairn_command_api::start_with_clock(config, shutdown.clone(), clock.clone())
-            .await
-            .unwrap();
-        let tx = api.api.exec.pool.begin().await.unwrap();
-        let admin = create_instance(&api.api.exec.store, tx, "Analytical Engines", clock.now())
-            .await
-            .unwrap();
-        let others = vec![tokio::spawn(eventstore.wait()), tokio::spawn(projector.wait())];
-        Self {
-            db,
-            api,
-            admin,
-            keys,
-            clock,
-            stream,
-            prefix,
-            shutdown,
-            others,
-        }
+            .email_codes(8, CODE_ALPHABET);
+        Self(cairn_stack::Stack::start_with(options).await.unwrap())
     }
 
     /// Notifier settings for this stack, sending to `smtp_port` without TLS, with short timeouts,
     /// backoffs and claims.
     pub fn notifier_config(&self, smtp_port: u16) -> cairn_notifier::Config {
-        let mut config = cairn_notifier::Config::for_tests(&self.db.url, &self.keys);
+        let mut config = cairn_notifier::Config::for_tests(&self.db.url, self.keys());
         config.nats_url = cairn_testkit::nats_url();
-        config.stream_name = self.stream.clone();
-        config.subject_prefix = self.prefix.clone();
+        config.stream_name = self.stream().to_owned();
+        config.subject_prefix = self.prefix().to_owned();
         config.lease_ttl_secs = 2;
         config.head_check_ms = 500;
         config.concurrency = 2;
@@ -387,7 +310,7 @@ impl Stack {
         hooks: cairn_notifier::Hooks,
     ) -> Notifier {
         let shutdown = CancellationToken::new();
-        let service = cairn_notifier::start_with(config, shutdown.clone(), self.clock.clone(), hooks)
+        let service = cairn_notifier::start_with(config, shutdown.clone(), self.clock(), hooks)
             .await
             .unwrap();
         Notifier {
@@ -400,30 +323,7 @@ impl Stack {
     }
 
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        self.api.wait().await.unwrap();
-        for task in self.others {
-            task.await.unwrap().unwrap();
-        }
-        let client = async_nats::connect(cairn_testkit::nats_url()).await.unwrap();
-        let _ = async_nats::jetstream::new(client)
-            .delete_stream(&self.stream)
-            .await;
-        self.db.drop_db().await.unwrap();
-    }
-
-    fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.api.grpc_addr))
-            .unwrap()
-            .connect_lazy()
-    }
-
-    pub fn users(&self) -> user::user_service_client::UserServiceClient<Channel> {
-        user::user_service_client::UserServiceClient::new(self.channel())
-    }
-
-    pub fn admin_client(&self) -> admin::admin_service_client::AdminServiceClient<Channel> {
-        admin::admin_service_client::AdminServiceClient::new(self.channel())
+        self.0.stop().await.unwrap();
     }
 
     /// Adds a human user (email unverified) with a preferred language; returns the id.
