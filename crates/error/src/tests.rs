@@ -53,3 +53,26 @@ fn problem_json_names_the_reason_and_the_invalid_params() {
     assert_eq!(body["reason"], "GROUP_MEMBER_NOT_FOUND");
     assert_eq!(body["status"], 404);
 }
+
+#[test]
+fn an_internal_or_unavailable_cause_is_logged_never_sent() {
+    for error in [
+        Error::internal("row 7 of projections.users has a NULL user_name"),
+        Error::unavailable("connection refused by 10.0.0.1:5432"),
+    ] {
+        let status = error.to_status();
+        assert!(!status.message().contains("10.0.0.1"), "{}", status.message());
+        assert!(!status.message().contains("NULL"), "{}", status.message());
+        let problem = error.problem().to_string();
+        assert!(!problem.contains("10.0.0.1") && !problem.contains("NULL"), "{problem}");
+    }
+}
+
+#[test]
+fn unimplemented_is_501_in_http_and_scim_and_unimplemented_in_grpc() {
+    let error = Error::new(Code::Unimplemented, "/Me is not supported");
+    assert_eq!(error.to_status().code(), tonic::Code::Unimplemented);
+    assert_eq!(error.to_scim(false).status, 501);
+    assert_eq!(error.problem()["status"], 501);
+    assert_eq!(Error::from_status(&error.to_status()).code, Code::Unimplemented);
+}

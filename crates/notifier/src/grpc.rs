@@ -6,9 +6,9 @@
 
 use crate::compose::template_of;
 use crate::deliveries::{self, Delivery, ListFilter};
-use crate::error::ApiError;
 use cairn_auth::{Authenticator, Caller, Permission};
 use cairn_domain::Clock;
+use cairn_error::{Code, Error};
 use cairn_mail::{MessageKind, TemplateOverride, TemplatePart, Templates};
 use cairn_proto::notification::v1 as pb;
 use pb::notification_service_server::NotificationService;
@@ -37,7 +37,7 @@ impl Notifications {
         }
     }
 
-    async fn admin<T>(&self, request: &Request<T>) -> Result<Caller, ApiError> {
+    async fn admin<T>(&self, request: &Request<T>) -> Result<Caller, Error> {
         let header = request
             .metadata()
             .get("authorization")
@@ -98,10 +98,10 @@ fn delivery_to_pb(d: Delivery) -> pb::Delivery {
     }
 }
 
-fn parse_id(field: &str, value: &str) -> Result<Uuid, ApiError> {
+fn parse_id(field: &str, value: &str) -> Result<Uuid, Error> {
     value
         .parse()
-        .map_err(|_| ApiError::invalid(field, "must be a UUID"))
+        .map_err(|_| Error::invalid_field(field, "must be a UUID"))
 }
 
 fn kind_from_pb(kind: i32) -> MessageKind {
@@ -112,13 +112,13 @@ fn kind_from_pb(kind: i32) -> MessageKind {
 }
 
 /// The normalised language tag, or a field violation.
-fn language(value: &str) -> Result<String, ApiError> {
+fn language(value: &str) -> Result<String, Error> {
     let candidates = cairn_mail::language_candidates(Some(value));
     match candidates.first() {
         Some(first) if first != cairn_mail::DEFAULT_LANGUAGE || value.trim().eq_ignore_ascii_case("en") => {
             Ok(first.clone())
         }
-        _ => Err(ApiError::invalid(
+        _ => Err(Error::invalid_field(
             "language",
             "must be a language tag such as en, de or de-CH",
         )),
@@ -177,7 +177,7 @@ impl NotificationService for Notifications {
         };
         let rows = deliveries::list(&self.pool, caller.instance_id.as_uuid(), &filter)
             .await
-            .map_err(ApiError::from)?;
+            .map_err(Error::unavailable)?;
         Ok(Response::new(pb::ListDeliveriesResponse {
             deliveries: rows.into_iter().map(delivery_to_pb).collect(),
         }))
@@ -192,16 +192,19 @@ impl NotificationService for Notifications {
         let event_id = parse_id("event_id", &request.into_inner().event_id)?;
         let Some(delivery) = deliveries::retry_failed(&self.pool, instance, event_id)
             .await
-            .map_err(ApiError::from)?
+            .map_err(Error::unavailable)?
         else {
             let current = deliveries::get(&self.pool, instance, event_id)
                 .await
-                .map_err(ApiError::from)?
-                .ok_or(ApiError::NotFound("delivery"))?;
-            return Err(ApiError::FailedPrecondition(format!(
-                "only failed deliveries can be retried; this one is {}",
-                current.status
-            ))
+                .map_err(Error::unavailable)?
+                .ok_or_else(|| Error::not_found("delivery"))?;
+            return Err(Error::new(
+                Code::FailedPrecondition,
+                format!(
+                    "only failed deliveries can be retried; this one is {}",
+                    current.status
+                ),
+            )
             .into());
         };
         tracing::info!(event_id = %event_id, instance = %instance, "failed delivery retried by an administrator");
@@ -230,8 +233,8 @@ impl NotificationService for Notifications {
         };
         self.templates
             .validate_override(kind, &overrides)
-            .map_err(|e| ApiError::invalid("override", e.to_string()))?;
-        let value = serde_json::to_value(&overrides).map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(|e| Error::invalid_field("override", e.to_string()))?;
+        let value = serde_json::to_value(&overrides).map_err(Error::internal)?;
         sqlx::query(
             "INSERT INTO api.email_templates (instance_id, language, template) \
              VALUES ($1, $2, jsonb_build_object($3::text, $4::jsonb)) \
@@ -244,7 +247,7 @@ impl NotificationService for Notifications {
         .bind(value)
         .execute(&self.pool)
         .await
-        .map_err(ApiError::from)?;
+        .map_err(Error::unavailable)?;
         tracing::info!(instance = %caller.instance_id, language = %lang, kind = kind.as_str(), "email template override set");
         Ok(Response::new(pb::EmailTemplate {
             kind: pb::MessageKind::EmailVerification as i32,
@@ -269,7 +272,7 @@ impl NotificationService for Notifications {
         .bind(&lang)
         .fetch_optional(&self.pool)
         .await
-        .map_err(ApiError::from)?;
+        .map_err(Error::unavailable)?;
         let overrides = stored
             .as_ref()
             .and_then(|t| template_of(t, kind))

@@ -10,8 +10,8 @@
 //!   recorded. A sender keeps its claim while it talks to the server and confirms it right before
 //!   `DATA`, so a slow server never gets a second copy from another sender.
 //! - [`deliveries`]: every statement on the delivery table.
-//! - [`grpc`]: the administration API (deliveries, retries, template overrides); [`error`]: its
-//!   errors as gRPC statuses.
+//! - [`grpc`]: the administration API (deliveries, retries, template overrides); its errors are
+//!   `cairn-error`'s, like every service's.
 //! - [`config`]: the settings.
 //!
 //! What happens when a replica dies between the SMTP server's acceptance and the record is stated
@@ -20,7 +20,6 @@
 pub mod compose;
 pub mod config;
 pub mod deliveries;
-pub mod error;
 pub mod grpc;
 pub mod intake;
 pub mod metrics;
