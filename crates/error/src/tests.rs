@@ -64,7 +64,10 @@ fn an_internal_or_unavailable_cause_is_logged_never_sent() {
         assert!(!status.message().contains("10.0.0.1"), "{}", status.message());
         assert!(!status.message().contains("NULL"), "{}", status.message());
         let problem = error.problem().to_string();
-        assert!(!problem.contains("10.0.0.1") && !problem.contains("NULL"), "{problem}");
+        assert!(
+            !problem.contains("10.0.0.1") && !problem.contains("NULL"),
+            "{problem}"
+        );
     }
 }
 
