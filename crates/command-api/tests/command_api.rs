@@ -1090,3 +1090,32 @@ async fn positions_keep_rising_after_a_restore_into_a_new_cluster() {
     restored.stop().await.unwrap();
     drop(cluster);
 }
+
+/// A consistency token is parsed once, at the edge: a malformed `min_position` is
+/// `INVALID_ARGUMENT` naming the field, never a read that silently skips its wait.
+#[tokio::test]
+async fn a_malformed_min_position_is_invalid_argument_not_a_skipped_wait() {
+    let stack = Stack::start().await.unwrap();
+    let token = stack.admin.token.to_string();
+    for malformed in ["12.x", "-3.0", "next", "1.2.3"] {
+        let error = stack
+            .users()
+            .get_user(authed(
+                &token,
+                user::GetUserRequest {
+                    user_id: stack.admin.admin_id.to_string(),
+                    min_position: malformed.into(),
+                },
+            ))
+            .await
+            .expect_err("a malformed position is refused");
+        assert_eq!(error.code(), Code::InvalidArgument, "{malformed}: {error:?}");
+        let details = cairn_error::Error::from_status(&error);
+        assert_eq!(
+            details.violations.first().map(|v| v.field.as_str()),
+            Some("min_position"),
+            "{malformed}: {details:?}"
+        );
+    }
+    stack.stop().await.unwrap();
+}

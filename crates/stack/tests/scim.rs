@@ -1041,3 +1041,68 @@ async fn a_group_patch_applies_its_operations_in_order() {
     }
     stack.stop().await.unwrap();
 }
+
+/// An `Idempotency-Key` on a Bulk request covers each of its operations on its own: every
+/// operation runs once, and the same request sent again (a client retrying after a lost response)
+/// answers with the same resources instead of creating them again or refusing the key as reused.
+#[tokio::test]
+async fn a_bulk_request_with_an_idempotency_key_runs_each_operation_once_and_replays_on_retry() {
+    let stack = Stack::start().await.unwrap();
+    let bulk = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+        "Operations": [
+            {"method": "POST", "path": "/Users", "bulkId": "a", "data": user("kay")},
+            {"method": "POST", "path": "/Users", "bulkId": "b", "data": user("liskov")},
+            {"method": "POST", "path": "/Groups", "bulkId": "g", "data": {
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                "displayName": "Turing Award", "members": [{"value": "bulkId:a"}, {"value": "bulkId:b"}]}}
+        ]
+    })
+    .to_string();
+    let token = format!("Bearer {}", stack.scim_token);
+    let headers = [
+        ("authorization", token.as_str()),
+        ("content-type", "application/scim+json"),
+        ("idempotency-key", "provisioning-run-7"),
+    ];
+    let outcome = |response: cairn_stack::Response| -> Vec<(String, String)> {
+        assert_eq!(response.status, 200, "{}", response.body);
+        response.json()["Operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["status"].as_str().unwrap_or_default().to_owned(),
+                    r["location"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let first = outcome(
+        request(stack.scim, "POST", "/scim/v2/Bulk", &headers, Some(&bulk))
+            .await
+            .unwrap(),
+    );
+    let statuses: Vec<&str> = first.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(statuses, ["201", "201", "201"], "{first:?}");
+    let again = outcome(
+        request(stack.scim, "POST", "/scim/v2/Bulk", &headers, Some(&bulk))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(again, first, "the retry answers with the same resources");
+    for name in ["kay", "liskov"] {
+        let found = stack
+            .scim(
+                "GET",
+                &format!("/Users?filter=userName%20eq%20%22{name}%22"),
+                None,
+            )
+            .await
+            .unwrap()
+            .json();
+        assert_eq!(found["totalResults"], 1, "{name}: {found}");
+    }
+    stack.stop().await.unwrap();
+}
