@@ -1,7 +1,9 @@
 //! `POST /Bulk` (RFC 7644 §3.7): operations run in order through the same handlers as single
 //! requests; `bulkId:<id>` references (also inside group members) are replaced by the ids that
 //! earlier operations created; `failOnErrors` stops after that many errors; more operations or a
-//! larger body than the ServiceProviderConfig announces is `413`.
+//! larger body than the ServiceProviderConfig announces is `413`. An `Idempotency-Key` on the
+//! request covers each operation under a key of its own (`<key>/<n>`, `n` its 1-based place), so a
+//! retried Bulk request replays every operation instead of refusing the key as reused.
 
 use crate::extract::{Answer, GroupId, IfMatch, ScimJson, Selection, UserId, Writer};
 use crate::gateway::{Gateway, parse_version, scim_response};
@@ -68,10 +70,12 @@ pub async fn bulk(State(gw): State<Gateway>, writer: Writer, ScimJson(request): 
     let mut ids: HashMap<String, String> = HashMap::new();
     let mut results = Vec::new();
     let mut errors = 0_u64;
-    for operation in operations {
+    for (index, operation) in operations.into_iter().enumerate() {
         if fail_on_errors > 0 && errors >= fail_on_errors {
             break;
         }
+        // Each operation is its own command: under the request's idempotency key, its own key.
+        let writer = writer.for_operation(index + 1);
         let outcome = run_one(&gw, &writer, &operation, &mut ids).await;
         let (status, response_body, location, version) = match outcome {
             Ok(done) => done,

@@ -106,6 +106,20 @@ pub struct Writer {
     pub forward: Forward,
 }
 
+impl Writer {
+    /// The writer for the `number`th operation of a Bulk request: the client's idempotency key,
+    /// if any, becomes `<key>/<number>`, so each operation is deduplicated on its own.
+    pub fn for_operation(&self, number: usize) -> Self {
+        let mut writer = self.clone();
+        for (name, value) in &mut writer.forward.metadata {
+            if *name == "idempotency-key" {
+                *value = format!("{value}/{number}");
+            }
+        }
+        writer
+    }
+}
+
 impl FromRequestParts<Gateway> for Writer {
     type Rejection = Reject;
 
