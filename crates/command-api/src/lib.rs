@@ -94,6 +94,15 @@ pub struct Config {
     /// The first instance's name.
     #[arg(long, env = "CAIRN_BOOTSTRAP_INSTANCE_NAME", default_value = "Cairn")]
     pub bootstrap_instance_name: String,
+    /// Browser origins allowed to call the REST endpoints across origins (a web app that verifies
+    /// emails), comma-separated `scheme://host[:port]`; empty: none.
+    #[arg(
+        long,
+        env = "CAIRN_API_CORS_ORIGINS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub cors_origins: Vec<String>,
     /// Where the bootstrap writes the admin token (mode 0600).
     #[arg(long, env = "CAIRN_BOOTSTRAP_TOKEN_FILE", default_value = "admin.token")]
     pub bootstrap_token_file: PathBuf,
@@ -113,6 +122,8 @@ impl Config {
             self.email_code_ttl_secs >= 60,
             "CAIRN_EMAIL_CODE_TTL_SECS must be at least 60"
         );
+        cairn_runtime::http::parse_origins(&self.cors_origins)
+            .map_err(|e| anyhow::anyhow!("CAIRN_API_CORS_ORIGINS: {e}"))?;
         Ok(())
     }
 }
@@ -305,7 +316,12 @@ pub async fn start_with_clock(
         .await
         .context("gRPC server failed")
     });
-    rt.serve_http(http_listener, routes, &HttpSettings::default());
+    let settings = HttpSettings {
+        cors_origins: cairn_runtime::http::parse_origins(&config.cors_origins)
+            .map_err(|e| anyhow::anyhow!("CAIRN_API_CORS_ORIGINS: {e}"))?,
+        ..HttpSettings::default()
+    };
+    rt.serve_http(http_listener, routes, &settings);
     tracing::info!(%grpc_addr, %http_addr, "command-api started");
     Ok(Service {
         grpc_addr,

@@ -252,6 +252,7 @@ impl Stack {
                 bootstrap: false,
                 bootstrap_instance_name: options.instance_name.clone(),
                 bootstrap_token_file: "unused".into(),
+                cors_origins: Vec::new(),
             },
             shutdown.clone(),
             options.clock.clone(),
