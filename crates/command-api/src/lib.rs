@@ -111,20 +111,7 @@ pub struct Config {
 impl Config {
     /// Checks the settings; errors name the variable.
     pub fn validate(&self) -> anyhow::Result<()> {
-        cairn_secrets::Keyring::parse(&self.keys).map_err(|e| anyhow::anyhow!("CAIRN_KEYS: {e}"))?;
-        cairn_secrets::CodeSpec::new(self.email_code_length, &self.email_code_alphabet)
-            .map_err(|e| anyhow::anyhow!("CAIRN_EMAIL_CODE_LENGTH / CAIRN_EMAIL_CODE_ALPHABET: {e}"))?;
-        anyhow::ensure!(
-            self.email_code_max_attempts >= 1,
-            "CAIRN_EMAIL_CODE_MAX_ATTEMPTS must be at least 1"
-        );
-        anyhow::ensure!(
-            self.email_code_ttl_secs >= 60,
-            "CAIRN_EMAIL_CODE_TTL_SECS must be at least 60"
-        );
-        cairn_runtime::http::parse_origins(&self.cors_origins)
-            .map_err(|e| anyhow::anyhow!("CAIRN_API_CORS_ORIGINS: {e}"))?;
-        Ok(())
+        Settings::parse(self).map(drop)
     }
 }
 
@@ -147,26 +134,32 @@ impl Service {
     }
 }
 
-/// The listeners behind an [`api::Api`]'s token cache and position waiter, for the runtime to run.
-struct Listeners {
-    revocations: cairn_auth::RevocationListener,
-    commits: cairn_readmodel::CommitListener,
-}
-
-/// What the API state takes from the settings, parsed before anything is started.
+/// The settings, checked and parsed once, before anything is started; errors name the variable.
 struct Settings {
     keys: cairn_secrets::Keyring,
     email: api::EmailSettings,
     wait_timeout: Duration,
     trust_idp_emails: bool,
+    cors_origins: Vec<axum::http::HeaderValue>,
 }
 
 impl Settings {
     fn parse(config: &Config) -> anyhow::Result<Self> {
         let keys =
             cairn_secrets::Keyring::parse(&config.keys).map_err(|e| anyhow::anyhow!("CAIRN_KEYS: {e}"))?;
-        let code_spec = cairn_secrets::CodeSpec::new(config.email_code_length, &config.email_code_alphabet)
-            .map_err(|e| anyhow::anyhow!("code spec: {e}"))?;
+        let code_spec =
+            cairn_secrets::CodeSpec::new(config.email_code_length, &config.email_code_alphabet)
+                .map_err(|e| anyhow::anyhow!("CAIRN_EMAIL_CODE_LENGTH / CAIRN_EMAIL_CODE_ALPHABET: {e}"))?;
+        anyhow::ensure!(
+            config.email_code_max_attempts >= 1,
+            "CAIRN_EMAIL_CODE_MAX_ATTEMPTS must be at least 1"
+        );
+        anyhow::ensure!(
+            config.email_code_ttl_secs >= 60,
+            "CAIRN_EMAIL_CODE_TTL_SECS must be at least 60"
+        );
+        let cors_origins = cairn_runtime::http::parse_origins(&config.cors_origins)
+            .map_err(|e| anyhow::anyhow!("CAIRN_API_CORS_ORIGINS: {e}"))?;
         Ok(Self {
             keys,
             email: api::EmailSettings {
@@ -176,59 +169,9 @@ impl Settings {
             },
             wait_timeout: Duration::from_millis(config.wait_timeout_ms),
             trust_idp_emails: config.trust_idp_emails,
+            cors_origins,
         })
     }
-
-    fn into_api(
-        self,
-        pool: sqlx::PgPool,
-        clock: Arc<dyn Clock>,
-        auth: cairn_auth::Authenticator,
-        waiter: cairn_readmodel::PositionWaiter,
-    ) -> api::Api {
-        api::Api {
-            exec: exec::Executor {
-                store: PgEventStore::new(pool.clone()),
-                pool,
-                clock,
-            },
-            auth,
-            waiter,
-            keys: self.keys,
-            email: self.email,
-            wait_timeout: self.wait_timeout,
-            trust_idp_emails: self.trust_idp_emails,
-            org_cache: api::OrgCache::default(),
-        }
-    }
-}
-
-/// Builds the API state over a pool, for tools and tests: the listeners that keep its token cache
-/// and position waiter current run as detached tasks until `shutdown` (the service hands them to
-/// its runtime instead).
-pub fn build_api(
-    config: &Config,
-    pool: sqlx::PgPool,
-    shutdown: &CancellationToken,
-    clock: Arc<dyn Clock>,
-) -> anyhow::Result<api::Api> {
-    let settings = Settings::parse(config)?;
-    let auth = cairn_auth::Authenticator::cached(pool.clone(), shutdown.clone());
-    let waiter = cairn_readmodel::PositionWaiter::start(pool.clone(), shutdown.clone());
-    Ok(settings.into_api(pool, clock, auth, waiter))
-}
-
-/// [`build_api`] with the listeners handed back, to be run as tasks of the service's runtime.
-fn build_api_listening(
-    config: &Config,
-    pool: sqlx::PgPool,
-    clock: Arc<dyn Clock>,
-) -> anyhow::Result<(api::Api, Listeners)> {
-    let settings = Settings::parse(config)?;
-    let (auth, revocations) = cairn_auth::Authenticator::cached_listening(pool.clone());
-    let (waiter, commits) = cairn_readmodel::PositionWaiter::listening(pool.clone());
-    let api = settings.into_api(pool, clock, auth, waiter);
-    Ok((api, Listeners { revocations, commits }))
 }
 
 /// Connects, migrates, optionally bootstraps, and serves gRPC and HTTP until `shutdown`.
@@ -242,7 +185,7 @@ pub async fn start_with_clock(
     shutdown: CancellationToken,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Service> {
-    config.validate()?;
+    let settings = Settings::parse(&config)?;
     let mut rt = Runtime::new("command-api", shutdown);
     let pool = rt
         .postgres(
@@ -251,7 +194,23 @@ pub async fn start_with_clock(
             cairn_eventstore::IDLE_IN_TRANSACTION_TIMEOUT,
         )
         .await?;
-    let (api, listeners) = build_api_listening(&config, pool, clock)?;
+    // The token cache's and the position waiter's listeners run as tasks of the runtime (below).
+    let (auth, revocations) = cairn_auth::Authenticator::cached_listening(pool.clone());
+    let (waiter, commits) = cairn_readmodel::PositionWaiter::listening(pool.clone());
+    let api = api::Api {
+        exec: exec::Executor {
+            store: PgEventStore::new(pool.clone()),
+            pool,
+            clock,
+        },
+        auth,
+        waiter,
+        keys: settings.keys,
+        email: settings.email,
+        wait_timeout: settings.wait_timeout,
+        trust_idp_emails: settings.trust_idp_emails,
+        org_cache: api::OrgCache::default(),
+    };
     if config.bootstrap
         && let Some(created) = cairn_bootstrap::bootstrap(
             &api.exec.store,
@@ -305,7 +264,6 @@ pub async fn start_with_clock(
 
     // The listeners are servers, not workers: they stop after the workers, with the gRPC and HTTP
     // servers, so a request in flight keeps a current token cache and position waiter.
-    let Listeners { revocations, commits } = listeners;
     rt.spawn_listener("revocation-listener", |stop| revocations.run(stop));
     rt.spawn_listener("position-listener", |stop| commits.run(stop));
     rt.spawn_server("grpc", move |stop| async move {
@@ -316,12 +274,11 @@ pub async fn start_with_clock(
         .await
         .context("gRPC server failed")
     });
-    let settings = HttpSettings {
-        cors_origins: cairn_runtime::http::parse_origins(&config.cors_origins)
-            .map_err(|e| anyhow::anyhow!("CAIRN_API_CORS_ORIGINS: {e}"))?,
+    let http = HttpSettings {
+        cors_origins: settings.cors_origins,
         ..HttpSettings::default()
     };
-    rt.serve_http(http_listener, routes, &settings);
+    rt.serve_http(http_listener, routes, &http);
     tracing::info!(%grpc_addr, %http_addr, "command-api started");
     Ok(Service {
         grpc_addr,
