@@ -244,18 +244,7 @@ pub fn profile_to_pb(profile: &HumanProfile) -> pb::HumanProfile {
     }
 }
 
-/// A timestamp on the wire.
-pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
-    }
-}
-
-/// A wire timestamp as a time.
-pub fn from_timestamp(at: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(at.seconds, at.nanos.max(0) as u32)
-}
+pub use cairn_proto::time::{from_timestamp, timestamp};
 
 fn state_to_pb(state: UserState) -> pb::UserState {
     match state {

@@ -143,10 +143,7 @@ pub fn event_to_proto(event: &StoredEvent) -> pb::Event {
         payload_json: event.payload.to_string(),
         creator: event.creator.clone(),
         resource_owner: event.resource_owner.to_string(),
-        created_at: Some(prost_types::Timestamp {
-            seconds: event.created_at.timestamp(),
-            nanos: event.created_at.timestamp_subsec_nanos() as i32,
-        }),
+        created_at: Some(cairn_proto::time::timestamp(event.created_at)),
         position: Some(position_to(event.position)),
         trace_context: event.trace_context.clone().unwrap_or_default(),
     }

@@ -11,6 +11,7 @@ use cairn_domain::Clock;
 use cairn_error::{Code, Error};
 use cairn_mail::{MessageKind, TemplateOverride, TemplatePart, Templates};
 use cairn_proto::notification::v1 as pb;
+use cairn_proto::time::{from_timestamp, timestamp};
 use pb::notification_service_server::NotificationService;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -46,17 +47,6 @@ impl Notifications {
         caller.authorize(Permission::AdministerInstance)?;
         Ok(caller)
     }
-}
-
-fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
-    }
-}
-
-fn from_timestamp(at: &prost_types::Timestamp) -> Option<chrono::DateTime<chrono::Utc>> {
-    chrono::DateTime::from_timestamp(at.seconds, at.nanos.max(0) as u32)
 }
 
 fn status_to_pb(status: &str) -> pb::DeliveryStatus {

@@ -5,6 +5,24 @@
 /// The encoded `FileDescriptorSet` of every Cairn proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cairn_descriptor.bin"));
 
+/// Conversions between `google.protobuf.Timestamp` and `chrono` times, for every service.
+pub mod time {
+    use chrono::{DateTime, Utc};
+
+    /// A time on the wire.
+    pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+        prost_types::Timestamp {
+            seconds: at.timestamp(),
+            nanos: at.timestamp_subsec_nanos() as i32,
+        }
+    }
+
+    /// A wire timestamp as a time; `None` when it is out of range.
+    pub fn from_timestamp(at: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+        DateTime::from_timestamp(at.seconds, at.nanos.max(0) as u32)
+    }
+}
+
 /// `cairn.eventstore.v1`: read access to the event log.
 pub mod eventstore {
     pub mod v1 {
