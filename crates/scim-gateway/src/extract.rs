@@ -77,11 +77,7 @@ async fn authenticate(parts: &Parts, gw: &Gateway, permission: Permission) -> Re
         .authenticate(header, gw.clock.now())
         .await
         .map_err(cairn_error::Error::from)?;
-    if !caller.allows(permission) {
-        return Err(Reject(ScimError::forbidden(
-            "the token's roles do not allow this request",
-        )));
-    }
+    caller.authorize(permission).map_err(cairn_error::Error::from)?;
     Ok(caller)
 }
 
