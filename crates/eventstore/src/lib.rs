@@ -19,7 +19,7 @@ pub use error::StoreError;
 pub use filter::{EventFilter, MAX_FILTER_LIMIT};
 pub use listen::{CommitListener, Heard, ReconnectBackoff, listen_forever};
 pub use memory::MemoryEventStore;
-pub use pg::{IDLE_IN_TRANSACTION_TIMEOUT, NOTIFY_CHANNEL, PgEventStore, connect_options, migrate};
+pub use pg::{IDLE_IN_TRANSACTION_TIMEOUT, NOTIFY_CHANNEL, PgEventStore, begin, connect_options, migrate};
 pub use prepared::{
     PREPARED_TRANSACTION_MAX_AGE, PreparedTransaction, PreparedTransactions, prepared_transactions,
 };

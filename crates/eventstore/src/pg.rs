@@ -54,6 +54,11 @@ pub fn connect_options(
         .options([("idle_in_transaction_session_timeout", millis)]))
 }
 
+/// Begins a transaction on a connection from `pool`.
+pub async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+    pool.begin().await
+}
+
 /// The PostgreSQL [`EventStore`].
 #[derive(Clone, Debug)]
 pub struct PgEventStore {

@@ -331,3 +331,63 @@ async fn an_aggregates_next_event_never_lands_below_its_previous_one() {
     assert_eq!(events.iter().map(|e| e.sequence).collect::<Vec<_>>(), vec![1, 2]);
     db.drop_db().await.unwrap();
 }
+
+/// A transaction whose begin is abandoned half-way (a request cancelled by its client's deadline,
+/// a task aborted) must leave no open transaction on its connection. Otherwise the pool hands that
+/// connection to the next writer, whose autocommit push then runs inside the stray transaction: it
+/// is acknowledged, yet never committed (and rolled back with the session), and every reader stalls
+/// below it meanwhile. The pool has one connection, so the abandoned one is the next writer's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_begin_abandoned_half_way_leaves_no_open_transaction_behind() {
+    use futures::FutureExt;
+    let db = TestDb::new(1).await.unwrap();
+    // A pool that hands out its idle connection at once, so the first poll of a begin sends BEGIN.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .test_before_acquire(false)
+        .connect(&db.url)
+        .await
+        .unwrap();
+    let store = PgEventStore::new(pool.clone());
+    let mut observer = db.connect().await.unwrap();
+    let instance = InstanceId::new();
+    let aggregate = AggregateId::new();
+    for round in 0..40_i64 {
+        // Poll the begin `polls` times, then drop it wherever it stands.
+        let polls = round % 4 + 1;
+        let mut begin = Box::pin(cairn_eventstore::begin(&pool));
+        for _ in 0..polls {
+            if let Some(result) = (&mut begin).now_or_never() {
+                drop(result.unwrap()); // begun before the drop: an ordinary rollback
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        drop(begin);
+        store
+            .push(Push::single(
+                instance,
+                user_type(),
+                aggregate,
+                ExpectedSequence::Exact(round),
+                vec![draft("user.human.added", round)],
+            ))
+            .await
+            .unwrap();
+        let committed: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM eventstore.events WHERE aggregate_id = $1")
+                .bind(aggregate.as_uuid())
+                .fetch_one(&mut observer)
+                .await
+                .unwrap();
+        assert_eq!(
+            committed,
+            round + 1,
+            "round {round}: the push was acknowledged but another connection does not see it \
+             committed (it ran inside a transaction left open by the abandoned begin)"
+        );
+    }
+    pool.close().await;
+    drop(observer);
+    db.drop_db().await.unwrap();
+}
