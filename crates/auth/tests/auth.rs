@@ -27,7 +27,7 @@ fn new_token(instance: InstanceId, principal: AggregateId, kind: TokenKind, role
 }
 
 async fn issue(db: &TestDb, token: &NewToken) -> tokens::Issued {
-    let mut tx = db.pool.begin().await.unwrap();
+    let mut tx = cairn_eventstore::begin(&db.pool).await.unwrap();
     let issued = tokens::issue(&mut tx, token).await.unwrap();
     tx.commit().await.unwrap();
     issued
@@ -171,7 +171,7 @@ async fn a_revocation_reaches_the_cache_of_another_process() {
     here.authenticate(Some(&header), at(0)).await.unwrap();
     there.authenticate(Some(&header), at(0)).await.unwrap();
 
-    let mut tx = db.pool.begin().await.unwrap();
+    let mut tx = cairn_eventstore::begin(&db.pool).await.unwrap();
     assert!(
         tokens::revoke(&mut tx, Some(InstanceId::new()), &issued.id)
             .await
@@ -208,7 +208,7 @@ async fn a_revocation_reaches_the_cache_of_another_process() {
     .unwrap();
 
     // Revoking again (the operator's command line: any instance) keeps the first time.
-    let mut tx = db.pool.begin().await.unwrap();
+    let mut tx = cairn_eventstore::begin(&db.pool).await.unwrap();
     let again = tokens::revoke(&mut tx, None, &issued.id).await.unwrap().unwrap();
     tx.commit().await.unwrap();
     assert_eq!(again.revoked_at, Some(first));
@@ -236,7 +236,7 @@ async fn personal_tokens_are_revoked_one_by_one_or_all_with_their_user() {
     )
     .await;
 
-    let mut tx = db.pool.begin().await.unwrap();
+    let mut tx = cairn_eventstore::begin(&db.pool).await.unwrap();
     assert!(
         !tokens::revoke_active(&mut tx, instance, bob, &first.id)
             .await

@@ -60,7 +60,7 @@ pub async fn bootstrap(
     name: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<Bootstrapped>, BootstrapError> {
-    let mut tx = store.pool().begin().await?;
+    let mut tx = cairn_eventstore::begin(store.pool()).await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('cairn.bootstrap'))")
         .execute(&mut *tx)
         .await?;

@@ -275,7 +275,7 @@ async fn token(pool: &sqlx::PgPool, command: TokenCommand) -> anyhow::Result<()>
             anyhow::ensure!(!roles.is_empty(), "--roles: name at least one role");
             let kind = TokenKind::requested(&kind).map_err(|e| anyhow::anyhow!("--{e}"))?;
             let instance_id = the_instance(pool, principal).await?;
-            let mut tx = pool.begin().await?;
+            let mut tx = cairn_eventstore::begin(pool).await?;
             let issued = tokens::issue(
                 &mut tx,
                 &NewToken {
@@ -328,7 +328,7 @@ async fn token(pool: &sqlx::PgPool, command: TokenCommand) -> anyhow::Result<()>
         TokenCommand::Revoke { id } => {
             // Announced in the same transaction: every running service forgets the token when it
             // commits.
-            let mut tx = pool.begin().await?;
+            let mut tx = cairn_eventstore::begin(pool).await?;
             let revoked = tokens::revoke(&mut tx, None, &id)
                 .await
                 .context("revoking the token")?;

@@ -77,7 +77,7 @@ impl Tx {
     /// through it, and every later push of this command, commits together.
     pub async fn conn(&mut self) -> Result<&mut PgConnection, ApiError> {
         if self.inner.is_none() {
-            self.inner = Some(self.pool.begin().await?);
+            self.inner = Some(cairn_eventstore::begin(&self.pool).await?);
         }
         match self.inner.as_mut() {
             Some(tx) => Ok(&mut **tx),

@@ -54,9 +54,21 @@ pub fn connect_options(
         .options([("idle_in_transaction_session_timeout", millis)]))
 }
 
-/// Begins a transaction on a connection from `pool`.
+/// Begins a transaction on a connection from `pool`; every transaction in Cairn starts here.
+///
+/// sqlx's own `begin` is not safe to cancel: dropped between sending `BEGIN` and reading its
+/// answer (a request cancelled by its client's deadline, an aborted task), it returns the
+/// connection to the pool inside an open transaction, because its rollback guard only covers a
+/// transaction it has counted, and it counts one only after the answer. The next user of that
+/// connection, often an autocommit push, then runs inside that transaction: acknowledged, never
+/// committed, and every reader stalls below it until the session ends. Here the begin runs to its
+/// end in a task of its own; when the caller is gone by then, the finished transaction is dropped
+/// in that task and rolled back as any dropped transaction is. Cost: one task spawn.
 pub async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
-    pool.begin().await
+    let pool = pool.clone();
+    #[allow(clippy::disallowed_methods)] // the one place that may call it, see above
+    let begun = tokio::spawn(async move { pool.begin().await }).await;
+    begun.map_err(|error| sqlx::Error::Io(std::io::Error::other(error)))?
 }
 
 /// The PostgreSQL [`EventStore`].

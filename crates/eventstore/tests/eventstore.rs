@@ -48,7 +48,7 @@ async fn a_late_commit_never_lands_behind_a_readers_cursor() {
     let store = PgEventStore::new(db.pool.clone());
     let instance = InstanceId::new();
 
-    let mut slow = db.pool.begin().await.unwrap();
+    let mut slow = cairn_eventstore::begin(&db.pool).await.unwrap();
     let a = store
         .push_in(
             &mut slow,
@@ -87,7 +87,7 @@ async fn a_late_commit_never_lands_behind_a_readers_cursor() {
     );
 
     // An aborted transaction leaves no trace and does not block readers.
-    let mut aborted = db.pool.begin().await.unwrap();
+    let mut aborted = cairn_eventstore::begin(&db.pool).await.unwrap();
     store
         .push_in(
             &mut aborted,
@@ -116,7 +116,7 @@ async fn pushes_in_one_transaction_share_a_position() {
     let db = TestDb::new(4).await.unwrap();
     let store = PgEventStore::new(db.pool.clone());
     let instance = InstanceId::new();
-    let mut tx = db.pool.begin().await.unwrap();
+    let mut tx = cairn_eventstore::begin(&db.pool).await.unwrap();
     let first = store
         .push_in(
             &mut tx,
@@ -211,7 +211,7 @@ async fn tailing_reader_sees_every_event_once_in_order_under_concurrent_writers(
                 let push = Push::single(instance, user_type(), id, ExpectedSequence::Any, events);
                 let stored = if i % HOLD_EVERY == HOLD_EVERY / 2 {
                     // Hold the transaction open until the reader has polled three more times.
-                    let mut tx = pool.begin().await.unwrap();
+                    let mut tx = cairn_eventstore::begin(&pool).await.unwrap();
                     let stored = store.push_in(&mut tx, push).await.unwrap();
                     let target = polls.load(Ordering::SeqCst) + 3;
                     cairn_testkit::eventually(
@@ -275,7 +275,7 @@ async fn an_aggregates_next_event_never_lands_below_its_previous_one() {
     let shared = AggregateId::new();
 
     // B takes its transaction id first (as a command does when it claims an idempotency key).
-    let mut early = db.pool.begin().await.unwrap();
+    let mut early = cairn_eventstore::begin(&db.pool).await.unwrap();
     let early_xid: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
         .fetch_one(&mut *early)
         .await
@@ -318,7 +318,7 @@ async fn an_aggregates_next_event_never_lands_below_its_previous_one() {
     early.rollback().await.unwrap();
 
     // A fresh transaction appends above A.
-    let mut fresh = db.pool.begin().await.unwrap();
+    let mut fresh = cairn_eventstore::begin(&db.pool).await.unwrap();
     let b = store
         .push_in(&mut fresh, one(instance, shared, ExpectedSequence::Exact(1), 2))
         .await

@@ -214,7 +214,7 @@ pub async fn skip(pool: &PgPool, key: &FailedEventKey) -> Result<FailedEvent, Ac
 }
 
 async fn act(pool: &PgPool, key: &FailedEventKey, action: Action) -> Result<FailedEvent, ActionError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = cairn_eventstore::begin(pool).await?;
     // The row lock first: it waits for a batch that holds the row, and holds off the next one.
     let status: Option<String> = sqlx::query_scalar(
         "SELECT status FROM projections.projection_failed_events \

@@ -24,7 +24,7 @@
 use crate::{PROJECTION_CHANNEL, Projection};
 use cairn_domain::{InstanceId, Position, StoredEvent};
 use cairn_eventstore::{EventFilter, EventStore, PgEventStore, StoreError};
-use sqlx::{Acquire, PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 use std::borrow::Cow;
 use std::time::Duration;
 use uuid::Uuid;
@@ -164,8 +164,7 @@ pub async fn step(
         events.last().map_or(head, |e| e.position)
     };
 
-    let mut conn = pool.acquire().await?;
-    let mut tx = conn.begin().await?;
+    let mut tx = cairn_eventstore::begin(pool).await?;
     sqlx::query("SET LOCAL synchronous_commit = off")
         .execute(&mut *tx)
         .await?;
@@ -525,8 +524,7 @@ async fn reset(
     state: &Stored,
 ) -> Result<(), WorkerError> {
     let name = projection.name();
-    let mut conn = pool.acquire().await?;
-    let mut tx = conn.begin().await?;
+    let mut tx = cairn_eventstore::begin(pool).await?;
     projection.reset(&mut tx, instance).await?;
     sqlx::query(
         "UPDATE projections.projection_states SET position = 0, position_offset = 0, aggregate_type = NULL, \

@@ -27,7 +27,7 @@ pub async fn bootstrap(
     name: &str,
     now: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<(Bootstrapped, String)> {
-    let admin = create_instance(store, pool.begin().await?, name, now)
+    let admin = create_instance(store, cairn_eventstore::begin(pool).await?, name, now)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let scim_token = admin_token(pool, &admin, TokenKind::Scim, vec![Role::ScimProvisioner]).await?;
@@ -47,7 +47,7 @@ pub async fn admin_token(
     kind: TokenKind,
     roles: Vec<Role>,
 ) -> anyhow::Result<String> {
-    let mut tx = pool.begin().await?;
+    let mut tx = cairn_eventstore::begin(pool).await?;
     let issued = cairn_auth::tokens::issue(
         &mut tx,
         &NewToken {
@@ -366,7 +366,7 @@ impl Stack {
     /// A new instance, with its own admin token, beside the bootstrapped one.
     pub async fn new_instance(&self, name: &str) -> anyhow::Result<Bootstrapped> {
         let api = self.api();
-        let tx = api.exec.pool.begin().await?;
+        let tx = cairn_eventstore::begin(&api.exec.pool).await?;
         create_instance(&api.exec.store, tx, name, api.exec.clock.now())
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))
