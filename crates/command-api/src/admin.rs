@@ -101,7 +101,9 @@ impl AdminService for Admin {
         } else {
             user.org_id()
         });
-        let mut tx = cairn_eventstore::begin(&self.api.exec.pool).await.map_err(ApiError::from)?;
+        let mut tx = cairn_eventstore::begin(&self.api.exec.pool)
+            .await
+            .map_err(ApiError::from)?;
         let issued = tokens::issue(
             &mut tx,
             &NewToken {
@@ -162,7 +164,9 @@ impl AdminService for Admin {
         let caller = self.api.caller(&request).await?;
         caller.require(Permission::AdministerInstance)?;
         let req = request.into_inner();
-        let mut tx = cairn_eventstore::begin(&self.api.exec.pool).await.map_err(ApiError::from)?;
+        let mut tx = cairn_eventstore::begin(&self.api.exec.pool)
+            .await
+            .map_err(ApiError::from)?;
         let token = tokens::revoke(&mut tx, Some(caller.instance_id), &req.token_id)
             .await
             .map_err(ApiError::from)?
