@@ -2,10 +2,12 @@
 //! id embedded in the token, compared in constant time with the stored SHA-256 hash, and refused
 //! when revoked or expired. Services that authenticate every request keep resolved tokens in memory
 //! ([`Authenticator::cached`]) and forget them when a revocation is announced on
-//! [`TOKEN_CHANNEL`](crate::tokens::TOKEN_CHANNEL).
+//! [`TOKEN_CHANNEL`](crate::tokens::TOKEN_CHANNEL). A token is valid either for one instance's APIs
+//! ([`Authenticator::authenticate`], refused while its instance is deactivated or after it was
+//! removed) or, as a system token, for the system API only ([`Authenticator::authenticate_system`]).
 
-use crate::tokens::{TOKEN_CHANNEL, credential};
-use crate::{AuthError, Caller};
+use crate::tokens::{TOKEN_CHANNEL, TokenKind, credential};
+use crate::{AuthError, Caller, SystemCaller};
 use cairn_domain::{AggregateId, InstanceId};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -19,9 +21,16 @@ use tokio_util::sync::CancellationToken;
 /// this).
 const CACHE_TTL: Duration = Duration::from_secs(30);
 
+/// What a valid token resolves to.
+#[derive(Clone, Debug)]
+enum Principal {
+    Instance(Caller),
+    System(SystemCaller),
+}
+
 #[derive(Clone, Debug)]
 struct Cached {
-    caller: Caller,
+    caller: Principal,
     hash: String,
     expires_at: Option<DateTime<Utc>>,
     cached_at: Instant,
@@ -93,8 +102,34 @@ impl Authenticator {
         }
     }
 
-    /// The caller behind an `authorization` header value, at `now` (for expiry).
+    /// The caller behind an `authorization` header value, at `now` (for expiry), for an
+    /// instance's APIs: a system token is refused here, as is a token of a deactivated or removed
+    /// instance.
     pub async fn authenticate(&self, header: Option<&str>, now: DateTime<Utc>) -> Result<Caller, AuthError> {
+        match self.resolve(header, now).await? {
+            Principal::Instance(caller) => Ok(caller),
+            Principal::System(_) => Err(AuthError::PermissionDenied(
+                "a system token is valid for the system API only, not for an instance's API",
+            )),
+        }
+    }
+
+    /// The system caller behind an `authorization` header value, for the system API: only a
+    /// system token is accepted.
+    pub async fn authenticate_system(
+        &self,
+        header: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<SystemCaller, AuthError> {
+        match self.resolve(header, now).await? {
+            Principal::System(caller) => Ok(caller),
+            Principal::Instance(_) => Err(AuthError::PermissionDenied(
+                "the system API takes a system token; an instance's token is not valid here",
+            )),
+        }
+    }
+
+    async fn resolve(&self, header: Option<&str>, now: DateTime<Utc>) -> Result<Principal, AuthError> {
         let presented = header
             .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
             .map(str::trim)
@@ -128,13 +163,39 @@ impl Authenticator {
         if stored.revoked_at.is_some() || stored.expires_at.is_some_and(|at| at <= now) {
             return Err(AuthError::Unauthenticated("the token is revoked or expired"));
         }
-        let caller = Caller {
-            token_id: parts.id.to_owned(),
-            instance_id: InstanceId::from_uuid(stored.instance_id),
-            org_id: stored.org_id.map(AggregateId::from_uuid),
-            principal_id: AggregateId::from_uuid(stored.principal_id),
-            // A role this build does not know grants nothing.
-            roles: stored.roles.iter().filter_map(|r| r.parse().ok()).collect(),
+        let caller = match (stored.kind, stored.instance_id) {
+            (TokenKind::System, None) => Principal::System(SystemCaller {
+                token_id: parts.id.to_owned(),
+            }),
+            (TokenKind::System, Some(_)) | (_, None) => {
+                return Err(AuthError::Internal(format!(
+                    "token {} has kind {} and instance {:?}",
+                    parts.id,
+                    stored.kind.as_str(),
+                    stored.instance_id
+                )));
+            }
+            (_, Some(instance_id)) => {
+                match stored.instance_state.as_deref() {
+                    Some("inactive") => {
+                        return Err(AuthError::PermissionDenied(
+                            "the token's instance is deactivated; its data is kept until it is reactivated",
+                        ));
+                    }
+                    Some("removed") => {
+                        return Err(AuthError::Unauthenticated("the token's instance was removed"));
+                    }
+                    _ => {}
+                }
+                Principal::Instance(Caller {
+                    token_id: parts.id.to_owned(),
+                    instance_id: InstanceId::from_uuid(instance_id),
+                    org_id: stored.org_id.map(AggregateId::from_uuid),
+                    principal_id: AggregateId::from_uuid(stored.principal_id),
+                    // A role this build does not know grants nothing.
+                    roles: stored.roles.iter().filter_map(|r| r.parse().ok()).collect(),
+                })
+            }
         };
         if let (Some(cache), Some(generation)) = (&self.cache, generation) {
             let mut entries = cache.entries.lock().unwrap_or_else(|p| p.into_inner());

@@ -48,6 +48,20 @@ impl Caller {
     }
 }
 
+/// A caller of the system API: a system token, which belongs to no instance.
+#[derive(Debug, Clone)]
+pub struct SystemCaller {
+    /// The system token's id.
+    pub token_id: String,
+}
+
+impl SystemCaller {
+    /// The caller as recorded in events' `creator`: `system:<token id>`.
+    pub fn creator(&self) -> String {
+        format!("system:{}", self.token_id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ mod role;
 pub mod tokens;
 
 pub use authenticator::{Authenticator, RevocationListener};
-pub use caller::Caller;
+pub use caller::{Caller, SystemCaller};
 pub use error::AuthError;
 pub use role::{Permission, Role};
 pub use tokens::{Issued, NewToken, TokenKind, TokenRecord};

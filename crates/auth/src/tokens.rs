@@ -32,6 +32,9 @@ pub enum TokenKind {
     Api,
     /// An identity provider's SCIM token.
     Scim,
+    /// A system token: the system API (instances) only, valid for no instance's API
+    /// (`cairn system-token create`).
+    System,
 }
 
 impl TokenKind {
@@ -41,6 +44,7 @@ impl TokenKind {
             Self::Pat => "pat",
             Self::Api => "api",
             Self::Scim => "scim",
+            Self::System => "system",
         }
     }
 
@@ -62,16 +66,19 @@ impl TokenKind {
             "pat" => Ok(Self::Pat),
             "api" => Ok(Self::Api),
             "scim" => Ok(Self::Scim),
+            "system" => Ok(Self::System),
             other => Err(AuthError::Internal(format!(
                 "api.tokens holds a token of kind {other:?}"
             ))),
         }
     }
 
-    /// The prefix of its plaintext: `cairn_scim_` for SCIM tokens, `cairn_pat_` for the others.
+    /// The prefix of its plaintext: `cairn_scim_` for SCIM tokens, `cairn_sys_` for system
+    /// tokens, `cairn_pat_` for the others.
     pub fn prefix(self) -> &'static str {
         match self {
             Self::Scim => cairn_secrets::SCIM_PREFIX,
+            Self::System => cairn_secrets::SYSTEM_PREFIX,
             Self::Pat | Self::Api => cairn_secrets::PAT_PREFIX,
         }
     }
@@ -118,9 +125,9 @@ impl std::fmt::Debug for Issued {
 pub struct TokenRecord {
     /// The token id.
     pub id: String,
-    /// The tenant.
+    /// The tenant ([`InstanceId::SYSTEM`] for a system token, which belongs to none).
     pub instance_id: InstanceId,
-    /// The user it acts as.
+    /// The user it acts as (nil for a system token).
     pub principal_id: AggregateId,
     /// Organisation binding.
     pub org_id: Option<AggregateId>,
@@ -142,7 +149,9 @@ impl TokenRecord {
     fn from_row(row: &PgRow) -> Result<Self, AuthError> {
         Ok(Self {
             id: row.try_get("id")?,
-            instance_id: InstanceId::from_uuid(row.try_get("instance_id")?),
+            instance_id: row
+                .try_get::<Option<Uuid>, _>("instance_id")?
+                .map_or(InstanceId::SYSTEM, InstanceId::from_uuid),
             principal_id: AggregateId::from_uuid(row.try_get("principal_id")?),
             org_id: row
                 .try_get::<Option<Uuid>, _>("org_id")?
@@ -182,6 +191,68 @@ pub async fn issue(conn: &mut PgConnection, token: &NewToken) -> Result<Issued, 
         id: issued.id.clone(),
         secret: issued.plaintext,
     })
+}
+
+/// Issues a system token (valid for the system API only, for no instance) and stores its hash, in
+/// the caller's transaction.
+pub async fn issue_system(
+    conn: &mut PgConnection,
+    description: Option<&str>,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<Issued, AuthError> {
+    let issued = cairn_secrets::issue_token(TokenKind::System.prefix())
+        .map_err(|e| AuthError::Internal(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO api.tokens (id, instance_id, org_id, principal_id, kind, roles, hash, description, expires_at) \
+         VALUES ($1, NULL, NULL, $2, 'system', '{}', $3, $4, $5)",
+    )
+    .bind(&issued.id)
+    .bind(Uuid::nil())
+    .bind(&issued.hash)
+    .bind(description)
+    .bind(expires_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Issued {
+        id: issued.id.clone(),
+        secret: issued.plaintext,
+    })
+}
+
+/// The system tokens, oldest first (revoked ones too with `include_revoked`).
+pub async fn list_system<'c, E>(executor: E, include_revoked: bool) -> Result<Vec<TokenRecord>, AuthError>
+where
+    E: sqlx::PgExecutor<'c>,
+{
+    sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM api.tokens WHERE kind = 'system' AND ($1 OR revoked_at IS NULL) ORDER BY created_at"
+    ))
+    .bind(include_revoked)
+    .fetch_all(executor)
+    .await?
+    .iter()
+    .map(TokenRecord::from_row)
+    .collect()
+}
+
+/// Revokes every token of `instance` (it is being removed) and tells every cache to forget all
+/// tokens, in the caller's transaction. Returns how many it revoked.
+pub async fn revoke_instance(conn: &mut PgConnection, instance: InstanceId) -> Result<u64, AuthError> {
+    let revoked = sqlx::query(
+        "UPDATE api.tokens SET revoked_at = clock_timestamp() WHERE instance_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(instance.as_uuid())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    announce_revocation(conn, "*").await?;
+    Ok(revoked)
+}
+
+/// Tells every process's token cache to forget every token, in the caller's transaction (an
+/// instance was deactivated or reactivated: its tokens' validity changed).
+pub async fn forget_all(conn: &mut PgConnection) -> Result<(), AuthError> {
+    announce_revocation(conn, "*").await
 }
 
 /// Token `id` of `instance`, if it exists there.
@@ -315,7 +386,12 @@ async fn announce_revocation(conn: &mut PgConnection, id: &str) -> Result<(), Au
 
 /// What authentication needs of a stored token.
 pub(crate) struct Credential {
-    pub(crate) instance_id: Uuid,
+    /// `None` for a system token.
+    pub(crate) instance_id: Option<Uuid>,
+    /// `active`, `inactive` or `removed`; `None` for a system token (and for an instance the
+    /// registry does not list: every instance is made by `cairn-instances`, which lists it).
+    pub(crate) instance_state: Option<String>,
+    pub(crate) kind: TokenKind,
     pub(crate) org_id: Option<Uuid>,
     pub(crate) principal_id: Uuid,
     pub(crate) roles: Vec<String>,
@@ -327,7 +403,9 @@ pub(crate) struct Credential {
 /// The stored credential of token `id`, revoked or not.
 pub(crate) async fn credential(pool: &sqlx::PgPool, id: &str) -> Result<Option<Credential>, AuthError> {
     let Some(row) = sqlx::query(
-        "SELECT instance_id, org_id, principal_id, roles, hash, expires_at, revoked_at FROM api.tokens WHERE id = $1",
+        "SELECT t.instance_id, t.org_id, t.principal_id, t.roles, t.hash, t.expires_at, t.revoked_at, t.kind, \
+                i.state AS instance_state \
+           FROM api.tokens t LEFT JOIN api.instances i ON i.id = t.instance_id WHERE t.id = $1",
     )
     .bind(id)
     .fetch_optional(pool)
@@ -337,6 +415,8 @@ pub(crate) async fn credential(pool: &sqlx::PgPool, id: &str) -> Result<Option<C
     };
     Ok(Some(Credential {
         instance_id: row.try_get("instance_id")?,
+        instance_state: row.try_get("instance_state")?,
+        kind: TokenKind::stored(row.try_get("kind")?)?,
         org_id: row.try_get("org_id")?,
         principal_id: row.try_get("principal_id")?,
         roles: row.try_get("roles")?,

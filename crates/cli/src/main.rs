@@ -223,7 +223,7 @@ async fn migrate(url: &str, create_database: bool) -> anyhow::Result<()> {
 }
 
 async fn init(store: &PgEventStore, name: &str, token_file: &std::path::Path) -> anyhow::Result<()> {
-    match cairn_bootstrap::bootstrap(store, name, SystemClock.now())
+    match cairn_instances::bootstrap(store, name, SystemClock.now())
         .await
         .context("creating the first instance")?
     {
@@ -232,7 +232,7 @@ async fn init(store: &PgEventStore, name: &str, token_file: &std::path::Path) ->
             Ok(())
         }
         Some(created) => {
-            cairn_bootstrap::write_token_file(token_file, &created.token)
+            cairn_instances::write_token_file(token_file, &created.token)
                 .with_context(|| format!("writing {}", token_file.display()))?;
             println!("instance:      {}", created.instance_id);
             println!("organisation:  {}", created.org_id);

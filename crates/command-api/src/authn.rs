@@ -3,8 +3,9 @@
 //! - [`AuthnLayer`]: every gRPC call is authenticated at the edge of the server, before its handler
 //!   runs, so no handler can validate, look up or answer anything for a caller without a valid
 //!   token, whatever order its own code checks things in. The caller found is handed to the handler
-//!   in the request's extensions ([`crate::api::Api::caller`] takes it from there). Health checks
-//!   and server reflection stay open.
+//!   in the request's extensions ([`crate::api::Api::caller`] takes it from there). The system
+//!   API (`cairn.system.v1.SystemService`) admits system tokens only, and every other service
+//!   instance tokens only. Health checks and server reflection stay open.
 //! - [`CallerExt`]: what command-api's handlers ask of a [`Caller`] in their own terms: a permission
 //!   check as an [`ApiError`], and the read scope of the query crate.
 
@@ -66,6 +67,10 @@ pub struct Authn<S> {
     api: Api,
 }
 
+fn is_system(path: &str) -> bool {
+    path.starts_with("/cairn.system.v1.SystemService/")
+}
+
 fn is_open(path: &str) -> bool {
     path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.")
 }
@@ -98,11 +103,23 @@ where
                 .headers()
                 .get(http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok());
-            match api.auth.authenticate(header, api.exec.clock.now()).await {
-                Ok(caller) => {
-                    request.extensions_mut().insert(caller);
-                    inner.call(request).await
-                }
+            let now = api.exec.clock.now();
+            // The system API takes system tokens only; every other service instance tokens only.
+            let admitted = if is_system(request.uri().path()) {
+                api.auth
+                    .authenticate_system(header, now)
+                    .await
+                    .map(|system| request.extensions_mut().insert(system))
+                    .map(drop)
+            } else {
+                api.auth
+                    .authenticate(header, now)
+                    .await
+                    .map(|caller| request.extensions_mut().insert(caller))
+                    .map(drop)
+            };
+            match admitted {
+                Ok(()) => inner.call(request).await,
                 Err(error) => Ok(tonic::Status::from(ApiError::from(error)).into_http()),
             }
         })

@@ -104,6 +104,9 @@ impl From<StoreError> for ApiError {
                     cairn_domain::UNIQUE_ORG_DOMAIN => {
                         "this domain is already verified by an organisation".into()
                     }
+                    cairn_domain::UNIQUE_INSTANCE_DOMAIN => {
+                        "this domain belongs to an instance already".into()
+                    }
                     other => format!("{other} is already taken"),
                 })
             }

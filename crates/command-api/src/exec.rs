@@ -270,6 +270,26 @@ impl Executor {
         body: F,
     ) -> Result<R, ApiError>
     where
+        R: prost::Message + Default + Clone,
+        F: Fn(Tx) -> Fut,
+        Fut: Future<Output = Result<(Tx, R, Option<Position>), ApiError>>,
+    {
+        self.run_storing(caller, method, key, request, body, R::clone)
+            .await
+    }
+
+    /// [`Executor::run`] for a response that holds something shown once (a token): `stored` makes
+    /// the copy kept for the key without it, so a replay answers without the secret.
+    pub async fn run_storing<R, F, Fut>(
+        &self,
+        caller: &Caller,
+        method: &'static str,
+        key: Option<String>,
+        request: &impl prost::Message,
+        body: F,
+        stored: fn(&R) -> R,
+    ) -> Result<R, ApiError>
+    where
         R: prost::Message + Default,
         F: Fn(Tx) -> Fut,
         Fut: Future<Output = Result<(Tx, R, Option<Position>), ApiError>>,
@@ -291,7 +311,7 @@ impl Executor {
         let mut restarts = 0;
         loop {
             match self
-                .run_once(caller, method, key.as_deref(), &fingerprint, &body)
+                .run_once(caller, method, key.as_deref(), &fingerprint, &body, stored)
                 .await
             {
                 Err(ApiError::Restart(reason)) if restarts < RESTARTS => {
@@ -315,6 +335,7 @@ impl Executor {
         key: Option<&str>,
         fingerprint: &str,
         body: &F,
+        stored: fn(&R) -> R,
     ) -> Result<R, ApiError>
     where
         R: prost::Message + Default,
@@ -354,7 +375,7 @@ impl Executor {
             .bind(key)
             .bind(method)
             .bind(fingerprint)
-            .bind(response.encode_to_vec())
+            .bind(stored(&response).encode_to_vec())
             .execute(tx.conn().await?)
             .await?
             .rows_affected();

@@ -14,7 +14,7 @@
 //! - [`console`]: the operator console (`GET /console/projections`) and its failed-event endpoints.
 //!
 //! With `CAIRN_BOOTSTRAP`, the first instance and its admin token are created at start
-//! (`cairn-bootstrap`).
+//! (`cairn-instances`).
 //!
 //! [`start`] assembles the service on `cairn-runtime`: the pool and migrations, the readiness
 //! checks, the metrics registry, the HTTP middleware and the named tasks drained in order on
@@ -32,6 +32,7 @@ pub mod exec;
 pub mod groups;
 pub mod orgs;
 pub mod rest;
+pub mod system;
 pub mod users;
 
 use anyhow::Context;
@@ -40,6 +41,7 @@ use cairn_eventstore::PgEventStore;
 use cairn_proto::admin::v1::admin_service_server::AdminServiceServer;
 use cairn_proto::group::v1::group_service_server::GroupServiceServer;
 use cairn_proto::org::v1::org_service_server::OrgServiceServer;
+use cairn_proto::system::v1::system_service_server::SystemServiceServer;
 use cairn_proto::user::v1::user_service_server::UserServiceServer;
 use cairn_runtime::http::HttpSettings;
 use cairn_runtime::{Runtime, bind};
@@ -212,14 +214,14 @@ pub async fn start_with_clock(
         org_cache: api::OrgCache::default(),
     };
     if config.bootstrap
-        && let Some(created) = cairn_bootstrap::bootstrap(
+        && let Some(created) = cairn_instances::bootstrap(
             &api.exec.store,
             &config.bootstrap_instance_name,
             api.exec.clock.now(),
         )
         .await?
     {
-        cairn_bootstrap::write_token_file(&config.bootstrap_token_file, &created.token).with_context(
+        cairn_instances::write_token_file(&config.bootstrap_token_file, &created.token).with_context(
             || {
                 format!(
                     "writing {} (CAIRN_BOOTSTRAP_TOKEN_FILE)",
@@ -240,6 +242,7 @@ pub async fn start_with_clock(
     health.set_serving::<GroupServiceServer<groups::Groups>>().await;
     health.set_serving::<OrgServiceServer<orgs::Orgs>>().await;
     health.set_serving::<AdminServiceServer<admin::Admin>>().await;
+    health.set_serving::<SystemServiceServer<system::System>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(cairn_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -257,7 +260,8 @@ pub async fn start_with_clock(
         .add_service(UserServiceServer::new(users::Users::new(api.clone())))
         .add_service(GroupServiceServer::new(groups::Groups::new(api.clone())))
         .add_service(OrgServiceServer::new(orgs::Orgs::new(api.clone())))
-        .add_service(AdminServiceServer::new(admin::Admin::new(api.clone())));
+        .add_service(AdminServiceServer::new(admin::Admin::new(api.clone())))
+        .add_service(SystemServiceServer::new(system::System::new(api.clone())));
     let routes = rest::router(api.clone())
         .merge(console::router(api.clone()))
         .route_layer(http_metrics.layer("command-api"));

@@ -67,6 +67,12 @@ uuid_id!(
     /// A tenant: every row and every event belongs to exactly one instance.
     InstanceId
 );
+impl InstanceId {
+    /// The nil id: no tenant. It owns nothing but what spans tenants (the deployment-wide claims of
+    /// instance domains, the idempotency keys of system calls); no instance can have it.
+    pub const SYSTEM: InstanceId = InstanceId(Uuid::nil());
+}
+
 uuid_id!(
     /// The id of one aggregate (a user, a group, an organisation, ...).
     AggregateId

@@ -39,6 +39,32 @@ impl EventPayload for InstanceChanged {
 empty_payload! {
     /// `instance.removed`: `{}`.
     InstanceRemoved = "instance.removed";
+    /// `instance.deactivated`: `{}`.
+    InstanceDeactivated = "instance.deactivated";
+    /// `instance.reactivated`: `{}`.
+    InstanceReactivated = "instance.reactivated";
+}
+
+/// `instance.domain.added`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceDomainAdded {
+    /// JSON `domain`.
+    pub domain: String,
+}
+
+impl EventPayload for InstanceDomainAdded {
+    const EVENT_TYPE: &'static str = "instance.domain.added";
+}
+
+/// `instance.domain.removed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceDomainRemoved {
+    /// JSON `domain`.
+    pub domain: String,
+}
+
+impl EventPayload for InstanceDomainRemoved {
+    const EVENT_TYPE: &'static str = "instance.domain.removed";
 }
 
 event_enum! {
@@ -46,9 +72,17 @@ event_enum! {
     InstanceEvent {
         Added(InstanceAdded),
         Changed(InstanceChanged),
+        Deactivated(InstanceDeactivated),
+        Reactivated(InstanceReactivated),
+        DomainAdded(InstanceDomainAdded),
+        DomainRemoved(InstanceDomainRemoved),
         Removed(InstanceRemoved),
     }
 }
+
+/// Unique kind: an instance domain, lower-cased, unique across every instance of the deployment
+/// (claimed under the nil instance id, see [`crate::InstanceId::SYSTEM`]).
+pub const UNIQUE_INSTANCE_DOMAIN: &str = "instance.domain";
 
 /// An instance as rebuilt from its events.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -58,6 +92,10 @@ pub struct Instance {
     name: Option<DisplayName>,
     default_org_id: Option<AggregateId>,
     removed: bool,
+    #[serde(default)]
+    inactive: bool,
+    #[serde(default)]
+    domains: std::collections::BTreeSet<String>,
 }
 
 impl Aggregate for Instance {
@@ -81,6 +119,14 @@ impl Aggregate for Instance {
                 if let Some(org) = e.default_org_id {
                     self.default_org_id = Some(org);
                 }
+            }
+            InstanceEvent::Deactivated(_) => self.inactive = true,
+            InstanceEvent::Reactivated(_) => self.inactive = false,
+            InstanceEvent::DomainAdded(e) => {
+                self.domains.insert(e.domain);
+            }
+            InstanceEvent::DomainRemoved(e) => {
+                self.domains.remove(&e.domain);
             }
             InstanceEvent::Removed(_) => self.removed = true,
         }
@@ -152,6 +198,77 @@ impl Instance {
         Decision::none().event(&change)
     }
 
+    /// True while deactivated (its tokens are refused; its data is kept).
+    pub fn is_inactive(&self) -> bool {
+        self.inactive
+    }
+
+    /// The instance's domains, sorted.
+    pub fn domains(&self) -> impl Iterator<Item = &str> {
+        self.domains.iter().map(String::as_str)
+    }
+
+    /// Deactivates the instance; deactivating an inactive instance changes nothing.
+    pub fn deactivate(&self) -> Result<Decision, DomainError> {
+        self.require()?;
+        if self.inactive {
+            return Ok(Decision::none());
+        }
+        Decision::none().event(&InstanceDeactivated {})
+    }
+
+    /// Reactivates the instance; reactivating an active instance changes nothing.
+    pub fn reactivate(&self) -> Result<Decision, DomainError> {
+        self.require()?;
+        if !self.inactive {
+            return Ok(Decision::none());
+        }
+        Decision::none().event(&InstanceReactivated {})
+    }
+
+    /// A host name as instance domains hold it: lower-cased, dot-separated labels of letters,
+    /// digits and inner hyphens, 1 to 63 characters each, 253 in all, no trailing dot.
+    pub fn parse_domain(domain: &str) -> Result<String, DomainError> {
+        let domain = domain.trim().to_ascii_lowercase();
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if domain.is_empty() || domain.len() > 253 || !domain.split('.').all(label_ok) {
+            return Err(DomainError::invalid(
+                "domain",
+                "must be a host name: labels of letters, digits and inner hyphens separated by dots",
+            ));
+        }
+        Ok(domain)
+    }
+
+    /// Adds a domain (already parsed); the caller claims it across instances with the push.
+    /// Adding a domain the instance has changes nothing.
+    pub fn add_domain(&self, domain: &str) -> Result<Decision, DomainError> {
+        self.require()?;
+        if self.domains.contains(domain) {
+            return Ok(Decision::none());
+        }
+        Decision::none().event(&InstanceDomainAdded {
+            domain: domain.to_owned(),
+        })
+    }
+
+    /// Removes a domain the instance has.
+    pub fn remove_domain(&self, domain: &str) -> Result<Decision, DomainError> {
+        self.require()?;
+        if !self.domains.contains(domain) {
+            return Err(DomainError::NotFound);
+        }
+        Decision::none().event(&InstanceDomainRemoved {
+            domain: domain.to_owned(),
+        })
+    }
+
     /// Removes the instance.
     pub fn remove(&self) -> Result<Decision, DomainError> {
         self.require()?;
@@ -191,6 +308,34 @@ mod tests {
         );
         assert_eq!(h.state.name().unwrap().as_str(), "Acme AG");
         assert_eq!(h.state.default_org_id(), Some(org));
+
+        assert!(h.state.reactivate().unwrap().is_empty());
+        let d = h.run(Instance::deactivate);
+        assert_eq!(d.event_types(), ["instance.deactivated"]);
+        assert!(h.state.is_inactive());
+        assert!(h.state.deactivate().unwrap().is_empty());
+        h.run(Instance::reactivate);
+        assert!(!h.state.is_inactive());
+
+        let domain = Instance::parse_domain(" Login.Acme.EXAMPLE ").unwrap();
+        assert_eq!(domain, "login.acme.example");
+        for bad in [
+            "",
+            "-a.example",
+            "a..b",
+            "a_b.example",
+            "a.example.",
+            &"x".repeat(64),
+        ] {
+            assert!(Instance::parse_domain(bad).is_err(), "{bad:?}");
+        }
+        let d = h.run(|i| i.add_domain(&domain));
+        assert_eq!(d.events[0].1, serde_json::json!({"domain": "login.acme.example"}));
+        assert!(h.state.add_domain(&domain).unwrap().is_empty());
+        assert_eq!(h.state.domains().collect::<Vec<_>>(), ["login.acme.example"]);
+        assert_eq!(h.state.remove_domain("other.example"), Err(DomainError::NotFound));
+        h.run(|i| i.remove_domain(&domain));
+        assert_eq!(h.state.domains().count(), 0);
 
         h.run(Instance::remove);
         assert!(!h.state.exists());

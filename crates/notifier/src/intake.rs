@@ -91,6 +91,21 @@ impl Projection for NotificationsProjection {
         Box::pin(async { Ok(()) })
     }
 
+    /// The removed instance's delivery records (addresses, codes' hashes, message ids) go.
+    fn remove_instance<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        instance: InstanceId,
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            sqlx::query("DELETE FROM notification.deliveries WHERE instance_id = $1")
+                .bind(instance.as_uuid())
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        })
+    }
+
     /// None: delivery rows change after intake (status, attempts), so they are not a pure function
     /// of the events and are left out of rebuild comparisons.
     fn tables(&self) -> Vec<&'static str> {

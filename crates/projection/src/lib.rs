@@ -80,6 +80,17 @@ pub trait Projection: Send + Sync + 'static {
         instance: InstanceId,
     ) -> BoxFuture<'a, Result<(), sqlx::Error>>;
 
+    /// Deletes every row the projection keeps of a removed instance, in the batch that passes the
+    /// instance's `instance.removed` event. The default is [`Projection::reset`]; a projection
+    /// whose reset keeps rows (history a rebuild must not lose) drops them here.
+    fn remove_instance<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        instance: InstanceId,
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        self.reset(conn, instance)
+    }
+
     /// The tables the projection writes, schema-qualified, each with an `instance_id` column; used
     /// to compare a live read model with a rebuild.
     fn tables(&self) -> Vec<&'static str>;

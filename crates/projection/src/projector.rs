@@ -175,6 +175,7 @@ impl Projector {
         let names: Vec<&str> = self.projections.iter().map(|p| p.name()).collect();
         let live_by_projection = self.leases.heartbeat(&names).await?;
         known.extend(discover_instances(&self.pool).await?);
+        let removed = removed_instances(&self.pool).await?;
         let mut held = self.leases.renew_all().await?;
         let me = self.leases.owner();
         for projection in &self.projections {
@@ -187,7 +188,16 @@ impl Projector {
             for instance in instances {
                 let key = (projection.name().to_owned(), instance);
                 let desired = assignment.get(&instance).copied();
-                if desired == Some(me) {
+                if removed.contains(&key) {
+                    // The projection has passed the instance's removal: no worker, no lease.
+                    if let Some(worker) = workers.remove(&key) {
+                        worker.stop.cancel();
+                        let _ = worker.task.await;
+                    }
+                    if held.remove(&key) {
+                        self.leases.release(projection.name(), instance).await?;
+                    }
+                } else if desired == Some(me) {
                     if !held.contains(&key) && self.leases.acquire(projection.name(), instance).await? {
                         held.insert(key);
                     }
@@ -320,6 +330,19 @@ async fn run_worker(
             _ = stop.cancelled() => return,
         }
     }
+}
+
+/// The (projection, instance) pairs whose projection has passed the instance's removal.
+async fn removed_instances(pool: &PgPool) -> Result<HashSet<Key>, sqlx::Error> {
+    let rows: Vec<(String, Uuid)> = sqlx::query_as(
+        "SELECT name, instance_id FROM projections.projection_states WHERE status = 'removed'",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, instance)| (name, InstanceId::from_uuid(instance)))
+        .collect())
 }
 
 /// The instances that have events: a loose index scan, one index probe per instance.

@@ -22,7 +22,7 @@
 //! them like past any other event of the batch.
 
 use crate::{PROJECTION_CHANNEL, Projection};
-use cairn_domain::{InstanceId, Position, StoredEvent};
+use cairn_domain::{EventType, InstanceId, Position, StoredEvent};
 use cairn_eventstore::{EventFilter, EventStore, PgEventStore, StoreError};
 use sqlx::{PgConnection, PgPool, Row};
 use std::borrow::Cow;
@@ -86,11 +86,15 @@ struct Stored {
     exists: bool,
     position: Position,
     rebuild_requested: bool,
+    removed: bool,
 }
+
+/// The event after which an instance has nothing left in any read model.
+const INSTANCE_REMOVED: &str = "instance.removed";
 
 async fn load_state(pool: &PgPool, name: &str, instance: InstanceId) -> Result<Stored, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT position, position_offset, rebuild_requested FROM projections.projection_states \
+        "SELECT position, position_offset, rebuild_requested, status = 'removed' FROM projections.projection_states \
          WHERE name = $1 AND instance_id = $2",
     )
     .bind(name)
@@ -102,11 +106,13 @@ async fn load_state(pool: &PgPool, name: &str, instance: InstanceId) -> Result<S
             exists: false,
             position: Position::ZERO,
             rebuild_requested: false,
+            removed: false,
         },
         Some(row) => Stored {
             exists: true,
             position: Position::new(row.try_get(0)?, row.try_get(1)?),
             rebuild_requested: row.try_get(2)?,
+            removed: row.try_get(3)?,
         },
     })
 }
@@ -126,19 +132,44 @@ pub async fn step(
         reset(pool, projection, instance, config, &state).await?;
         return Ok(Step::Reset);
     }
+    if state.removed {
+        // The instance was removed and this projection has dropped its rows; nothing follows.
+        return Ok(Step::Idle);
+    }
     let head = store.head_position(Some(instance)).await?;
     if state.exists && state.position >= head {
         return Ok(Step::Idle);
     }
+    let mut event_types = projection.event_types();
+    let reduces_removal = event_types.iter().any(|t| t.as_str() == INSTANCE_REMOVED);
+    if !reduces_removal {
+        if let Ok(removed) = EventType::parse(INSTANCE_REMOVED) {
+            event_types.push(removed);
+        }
+    }
     let filter = EventFilter {
         instance_id: Some(instance),
-        event_types: projection.event_types(),
+        event_types,
         after: state.position,
         up_to: Some(head),
         limit: config.batch,
         ..EventFilter::default()
     };
-    let events = store.filter(&filter).await?;
+    let mut events = store.filter(&filter).await?;
+    // The instance's removal ends its history: the events before it are applied as usual, then
+    // every row of the instance is dropped (the projection's own reset) with its failed events,
+    // and the state says `removed`, which the projector reads to let the lease go.
+    let removal = match events
+        .iter()
+        .position(|e| e.event_type.as_str() == INSTANCE_REMOVED)
+    {
+        Some(at) => {
+            let removal = events[at].clone();
+            events.truncate(if reduces_removal { at + 1 } else { at });
+            Some(removal)
+        }
+        None => None,
+    };
     // One span per event that carries a trace context, in the trace of the request that wrote it;
     // they end with this step, after its commit (or its failure).
     let _spans: Vec<tracing::Span> = events
@@ -158,7 +189,9 @@ pub async fn step(
         .collect();
     // Every event up to `head` was visible to this read, so a page that is not full covers them
     // all: the position may move to the head even past events the projection does not need.
-    let covered_to = if events.len() < config.batch as usize {
+    let covered_to = if let Some(removal) = &removal {
+        removal.position
+    } else if events.len() < config.batch as usize {
         head
     } else {
         events.last().map_or(head, |e| e.position)
@@ -175,7 +208,17 @@ pub async fn step(
         lock_failed(&mut tx, name, instance, state.position, covered_to).await?
     };
     let applied = apply(&mut tx, projection, instance, &events, &marks.skipped, config).await?;
+    let removed = matches!(applied, Applied::All) && removal.is_some();
+    if removed {
+        projection.remove_instance(&mut tx, instance).await?;
+        sqlx::query("DELETE FROM projections.projection_failed_events WHERE projection_name = $1 AND instance_id = $2")
+            .bind(name)
+            .bind(instance.as_uuid())
+            .execute(&mut *tx)
+            .await?;
+    }
     let (new_position, last_applied, outcome) = match applied {
+        Applied::All if removed => (covered_to, removal.as_ref(), None),
         Applied::All => (covered_to, events.last(), None),
         Applied::StoppedBefore { index, pause } => {
             let position = if index == 0 {
@@ -205,6 +248,7 @@ pub async fn step(
     }
 
     let status = match outcome {
+        None if removed => "removed",
         Some(_) => "retrying",
         None if new_position >= head => "active",
         None => "catching_up",
@@ -462,7 +506,7 @@ async fn write_state(
                aggregate_type, aggregate_id, sequence, event_timestamp, last_processed_at, status, \
                error_count, last_error) \
              SELECT $1, $2, $3, $4, $5, $6, $7, $8, clock_timestamp(), \
-                    CASE WHEN $9 = 'retrying' THEN 'retrying' ELSE 'active' END, {error_select} \
+                    CASE WHEN $9 IN ('retrying', 'removed') THEN $9 ELSE 'active' END, {error_select} \
              WHERE $10::bigint = 0 AND $11::int = 0 \
              ON CONFLICT (name, instance_id) DO NOTHING"
         )

@@ -65,6 +65,13 @@ pub mod admin {
     }
 }
 
+/// `cairn.system.v1`: the deployment's instances, for system tokens only.
+pub mod system {
+    pub mod v1 {
+        tonic::include_proto!("cairn.system.v1");
+    }
+}
+
 /// `cairn.notification.v1`: the notifier's deliveries and email templates.
 pub mod notification {
     pub mod v1 {

@@ -32,8 +32,8 @@ pub use password::{
 pub use purpose::{email_code_aad, smtp_password_aad};
 pub use redacted::{Redacted, SecretString};
 pub use token::{
-    IssuedToken, PAT_PREFIX, SCIM_PREFIX, TOKEN_ID_LEN, TOKEN_SECRET_BYTES, TokenParts, hash_token,
-    issue_token, issue_token_with, parse_token, verify_token,
+    IssuedToken, PAT_PREFIX, SCIM_PREFIX, SYSTEM_PREFIX, TOKEN_ID_LEN, TOKEN_SECRET_BYTES, TokenParts,
+    hash_token, issue_token, issue_token_with, parse_token, verify_token,
 };
 pub use zeroize::Zeroizing;
 

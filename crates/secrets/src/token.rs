@@ -26,6 +26,8 @@ use crate::{SecretsError, os_random, to_hex};
 pub const PAT_PREFIX: &str = "cairn_pat_";
 /// Prefix of SCIM provisioning tokens.
 pub const SCIM_PREFIX: &str = "cairn_scim_";
+/// Prefix of system tokens (the system API: instances; valid for no instance).
+pub const SYSTEM_PREFIX: &str = "cairn_sys_";
 /// Number of hex digits in a token id.
 pub const TOKEN_ID_LEN: usize = 24;
 /// Number of random bytes in a token's secret part.

@@ -7,8 +7,8 @@
 //! restored database.
 
 use cairn_auth::{NewToken, Role, TokenKind};
-use cairn_bootstrap::{Bootstrapped, create_instance};
 use cairn_domain::{Clock, SystemClock};
+use cairn_instances::{Bootstrapped, create_instance};
 use cairn_proto::admin::v1::admin_service_client::AdminServiceClient;
 use cairn_proto::group::v1::group_service_client::GroupServiceClient;
 use cairn_proto::user::v1::user_service_client::UserServiceClient;

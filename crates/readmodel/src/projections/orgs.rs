@@ -59,6 +59,11 @@ impl Projection for InstancesProjection {
                         .execute(&mut *conn)
                         .await?;
                 }
+                // The registry (`api.instances`) holds state and domains; this model does not.
+                InstanceEvent::Deactivated(_)
+                | InstanceEvent::Reactivated(_)
+                | InstanceEvent::DomainAdded(_)
+                | InstanceEvent::DomainRemoved(_) => {}
             }
             Ok(())
         })

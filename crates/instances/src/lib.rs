@@ -1,16 +1,23 @@
-//! Creating an instance: the instance, a default organisation and an admin machine user holding a
-//! personal access token with the instance-admin role, pushed as events in one transaction with
-//! the token's row, so that an instance never exists without a way in, nor a token without its
-//! instance. [`bootstrap`] creates the first instance of an installation, once, guarded by an
-//! advisory lock so replicas starting together bootstrap once.
+//! Instances, the tenants of a deployment: creating one (the instance, a default organisation and
+//! an admin machine user holding a personal access token with the instance-admin role, pushed as
+//! events in one transaction with the token's row, so that an instance never exists without a way
+//! in, nor a token without its instance), and its life after that: renaming, deactivating,
+//! reactivating, domains, settings and removal ([`registry`]). [`bootstrap`] creates the first
+//! instance of an installation, once, guarded by an advisory lock so replicas starting together
+//! bootstrap once.
 //!
-//! Why a crate of its own: three programs create instances — command-api at start
-//! (`CAIRN_BOOTSTRAP`), the operator's `cairn init`, and the end-to-end stack of tests and
-//! benchmarks — and none may import a service to do it. It is not part of `cairn-auth` because
-//! most of it is the domain deciding the events of three aggregates and the event store pushing
-//! them; the token is one step, which `cairn-auth` does in the same transaction.
+//! Why a crate of its own: several programs manage instances — command-api's system API and its
+//! `CAIRN_BOOTSTRAP`, the operator's `cairn init` and `cairn instances`, and the end-to-end stack
+//! of tests and benchmarks — and none may import a service to do it.
 //!
-//! The token is returned once; the caller prints it or writes it with [`write_token_file`].
+//! Every change writes the instance's events and its row of `api.instances` (the registry that
+//! authentication reads) in one transaction, so a deactivation or removal refuses the instance's
+//! tokens the moment it commits. Tokens are returned once; the caller prints them or writes them
+//! with [`write_token_file`].
+
+pub mod registry;
+
+pub use registry::{InstanceRecord, InstanceSettings, InstanceState, Limits, ListQuery};
 
 use cairn_auth::{NewToken, Role, TokenKind};
 use cairn_domain::user::{AddMachineUser, AddPat};
@@ -34,12 +41,20 @@ pub struct Bootstrapped {
     pub token: Zeroizing<String>,
 }
 
-/// Why an instance could not be created.
+/// Why an instance operation failed.
 #[derive(Debug, thiserror::Error)]
-pub enum BootstrapError {
-    /// The instance's name is not a valid display name.
-    #[error("invalid instance name: {0}")]
-    InvalidName(String),
+pub enum InstanceError {
+    /// A request field is not acceptable; nothing was written.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No such instance (or it was removed).
+    #[error("instance not found")]
+    NotFound,
     /// The domain refused a command (a bug: the commands are fixed).
     #[error(transparent)]
     Domain(#[from] DomainError),
@@ -54,12 +69,38 @@ pub enum BootstrapError {
     Database(#[from] sqlx::Error),
 }
 
+/// What to create: [`create_in`]'s request.
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    /// The id; a new one when `None`. An id used before, even by a removed instance, is refused.
+    pub id: Option<InstanceId>,
+    /// The instance's name.
+    pub name: String,
+    /// The first organisation's name (`Default` when `None`).
+    pub org_name: Option<String>,
+    /// Who creates it, as recorded in the events' `creator`.
+    pub creator: String,
+}
+
+impl NewInstance {
+    /// An instance named `name` with a new id and an organisation called `Default`, created by
+    /// `system`.
+    pub fn named(name: &str) -> Self {
+        Self {
+            id: None,
+            name: name.to_owned(),
+            org_name: None,
+            creator: "system".into(),
+        }
+    }
+}
+
 /// Creates the first instance unless one exists; `None` when there was one already.
 pub async fn bootstrap(
     store: &PgEventStore,
     name: &str,
     now: DateTime<Utc>,
-) -> Result<Option<Bootstrapped>, BootstrapError> {
+) -> Result<Option<Bootstrapped>, InstanceError> {
     let mut tx = cairn_eventstore::begin(store.pool()).await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('cairn.bootstrap'))")
         .execute(&mut *tx)
@@ -81,33 +122,63 @@ pub async fn create_instance(
     mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
     name: &str,
     now: DateTime<Utc>,
-) -> Result<Bootstrapped, BootstrapError> {
-    let instance_id = InstanceId::new();
+) -> Result<Bootstrapped, InstanceError> {
+    let (created, events) = create_in(store, &mut tx, &NewInstance::named(name), now).await?;
+    tx.commit().await?;
+    if let Some(last) = events.last() {
+        store.announce(last.position);
+    }
+    Ok(created)
+}
+
+/// Creates an instance as `spec` asks, with its first organisation, an admin machine user, the
+/// admin's token and its row of the registry, inside the caller's transaction (which the caller
+/// commits, then announces the last event's position). Returns what was created and the events.
+pub async fn create_in(
+    store: &PgEventStore,
+    conn: &mut sqlx::PgConnection,
+    spec: &NewInstance,
+    now: DateTime<Utc>,
+) -> Result<(Bootstrapped, Vec<StoredEvent>), InstanceError> {
+    let instance_id = spec.id.unwrap_or_default();
+    if instance_id == InstanceId::SYSTEM {
+        return Err(InstanceError::Invalid {
+            field: "instance_id",
+            reason: "the nil id is reserved".into(),
+        });
+    }
     let instance_aggregate = AggregateId::from_uuid(instance_id.as_uuid());
     let org_id = AggregateId::new();
     let admin_id = AggregateId::new();
-    let display = |s: &str| DisplayName::parse(s).map_err(|e| BootstrapError::InvalidName(e.to_string()));
+    let display = |field: &'static str, s: &str| {
+        DisplayName::parse(s).map_err(|e| InstanceError::Invalid {
+            field,
+            reason: e.to_string(),
+        })
+    };
+    let name = display("name", &spec.name)?;
+    let org_name = display("org_name", spec.org_name.as_deref().unwrap_or("Default"))?;
     let token = cairn_auth::tokens::issue(
-        &mut tx,
+        &mut *conn,
         &NewToken {
             instance_id,
             org_id: None,
             principal_id: admin_id,
             kind: TokenKind::Pat,
             roles: vec![Role::InstanceAdmin],
-            description: Some("bootstrap admin token".into()),
+            description: Some("instance admin token".into()),
             expires_at: None,
         },
     )
     .await?;
-    let instance = Instance::default().add(display(name)?, Some(org_id))?;
-    let org = Org::default().add(display("Default")?)?;
+    let instance = Instance::default().add(name.clone(), Some(org_id))?;
+    let org = Org::default().add(org_name)?;
     let user_name = UserName::parse("admin").map_err(|e| DomainError::Corrupt(e.to_string()))?;
     let mut admin = User::default().add_machine(AddMachineUser {
         org_id,
         user_name,
-        name: display("Instance administrator")?,
-        description: Some("created by bootstrap".into()),
+        name: display("name", "Instance administrator")?,
+        description: Some("created with the instance".into()),
     })?;
     let added: User = fold_new(instance_id, admin_id, &admin)?;
     admin.merge(added.add_pat(
@@ -117,13 +188,14 @@ pub async fn create_instance(
         },
         now,
     )?);
+    let creator = spec.creator.as_str();
     let push = Push::from_decision(
         instance_id,
         Instance::aggregate_type(),
         instance_aggregate,
         ExpectedSequence::Exact(0),
         instance,
-        "system",
+        creator,
         instance_aggregate,
     )
     .and(Push::from_decision(
@@ -132,7 +204,7 @@ pub async fn create_instance(
         org_id,
         ExpectedSequence::Exact(0),
         org,
-        "system",
+        creator,
         org_id,
     ))
     .and(Push::from_decision(
@@ -141,20 +213,31 @@ pub async fn create_instance(
         admin_id,
         ExpectedSequence::Exact(0),
         admin,
-        "system",
+        creator,
         org_id,
     ));
-    let events = store.push_in(&mut tx, push).await?;
-    tx.commit().await?;
-    if let Some(last) = events.last() {
-        store.announce(last.position);
-    }
-    Ok(Bootstrapped {
-        instance_id,
-        org_id,
-        admin_id,
-        token: token.secret,
-    })
+    let events = store
+        .push_in(&mut *conn, push)
+        .await
+        .map_err(|error| match error {
+            // The instance aggregate exists: the id was used before.
+            StoreError::Conflict {
+                ref aggregate_type, ..
+            } if *aggregate_type == Instance::aggregate_type() => {
+                InstanceError::Domain(DomainError::already_exists("instance"))
+            }
+            other => InstanceError::Store(other),
+        })?;
+    registry::insert(&mut *conn, instance_id, name.as_str(), org_id, now).await?;
+    Ok((
+        Bootstrapped {
+            instance_id,
+            org_id,
+            admin_id,
+            token: token.secret,
+        },
+        events,
+    ))
 }
 
 /// The state of a new aggregate after `decision`, as if its events were committed: the admin user
