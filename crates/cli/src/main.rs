@@ -1,6 +1,8 @@
 //! `cairn`: the operator's command line. It talks to PostgreSQL directly (as the operator does),
 //! never over the network APIs, so it works when the services are down.
 
+mod instances;
+
 use anyhow::Context;
 use cairn_auth::tokens::{self, ListFilter};
 use cairn_auth::{NewToken, Role, TokenKind};
@@ -15,6 +17,9 @@ use std::time::{Duration, Instant};
 #[command(version, about, long_about = None, after_help = "Examples:
   cairn migrate --create-database
   cairn init --token-file .run/secrets/admin.token
+  cairn instances add --name \"Acme\" --org \"Acme HQ\"
+  cairn instances list --json
+  cairn system-token create --description \"provisioning portal\"
   cairn token create --principal <user id> --roles scim_provisioner --kind scim
   cairn projections status
   cairn projections reset users --wait
@@ -52,6 +57,16 @@ enum Command {
         /// Where to write the admin token (mode 0600).
         #[arg(long, default_value = "admin.token")]
         token_file: PathBuf,
+    },
+    /// The deployment's instances (tenants): add, list, remove.
+    Instances {
+        #[command(subcommand)]
+        command: instances::InstanceCommand,
+    },
+    /// Tokens of the system API (instances over the network), valid for no instance.
+    SystemToken {
+        #[command(subcommand)]
+        command: instances::SystemTokenCommand,
     },
     /// API, SCIM and personal access tokens.
     Token {
@@ -169,6 +184,8 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate { .. } => Ok(()),
         Command::Init { name, token_file } => init(&store, &name, &token_file).await,
+        Command::Instances { command } => instances::instances(&store, command).await,
+        Command::SystemToken { command } => instances::system_token(&pool, command).await,
         Command::Token { command } => token(&pool, command).await,
         Command::Projections { command } => projections(&pool, &store, command).await,
         Command::Events { command } => events(&pool, &store, command).await,

@@ -1,0 +1,389 @@
+//! Tenants made through the system API, end to end over gRPC and SCIM: three instances provisioned
+//! with their own admin tokens see only themselves everywhere; a deactivated instance's tokens are
+//! refused and work again after reactivation; a removed instance's tokens fail at once, its rows
+//! leave every read model once the projections pass its removal, and what it held (a domain, its
+//! unique claims) can be used by another instance.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use cairn_proto::system::v1 as sys;
+use cairn_proto::system::v1::system_service_client::SystemServiceClient;
+use cairn_proto::user::v1 as user;
+use cairn_proto::user::v1::user_service_client::UserServiceClient;
+use cairn_stack::{Stack, request};
+use serde_json::json;
+use std::time::Duration;
+use tonic::Code;
+
+fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+async fn scim(
+    stack: &Stack,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> cairn_stack::Response {
+    let bearer = format!("Bearer {token}");
+    let body = body.map(|b| b.to_string());
+    request(
+        stack.scim,
+        method,
+        &format!("/scim/v2{path}"),
+        &[
+            ("authorization", &bearer),
+            ("content-type", "application/scim+json"),
+        ],
+        body.as_deref(),
+    )
+    .await
+    .unwrap()
+}
+
+struct Tenant {
+    id: String,
+    token: String,
+    user_id: String,
+}
+
+async fn system_token(stack: &Stack) -> String {
+    let mut tx = cairn_eventstore::begin(&stack.db.pool).await.unwrap();
+    let issued = cairn_auth::tokens::issue_system(&mut tx, Some("test"), None)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    issued.secret.to_string()
+}
+
+async fn rows_of(stack: &Stack, instance: &str) -> i64 {
+    let id: uuid::Uuid = instance.parse().unwrap();
+    let mut total = 0;
+    for table in [
+        "projections.users",
+        "projections.orgs",
+        "projections.instances",
+        "projections.groups",
+        "eventstore.unique_constraints",
+        "api.instance_domains",
+    ] {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE instance_id = $1"))
+            .bind(id)
+            .fetch_one(&stack.db.pool)
+            .await
+            .unwrap();
+        total += n;
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_tenants_made_through_the_system_api_stay_apart_and_removal_lets_go_of_everything() {
+    let stack = Stack::start().await.unwrap();
+    let system = system_token(&stack).await;
+    let mut sys_client = SystemServiceClient::new(stack.channel());
+    let mut users = UserServiceClient::new(stack.channel());
+
+    // Three instances; the first one twice under one idempotency key.
+    let mut tenants = Vec::new();
+    for name in ["Alpha", "Beta", "Gamma"] {
+        let mut add = with_token(
+            sys::AddInstanceRequest {
+                name: name.into(),
+                org_name: format!("{name} HQ"),
+                instance_id: String::new(),
+            },
+            &system,
+        );
+        add.metadata_mut()
+            .insert("idempotency-key", format!("add-{name}").parse().unwrap());
+        let added = sys_client.add_instance(add).await.unwrap().into_inner();
+        assert!(added.admin_token.starts_with("cairn_pat_"), "{added:?}");
+        tenants.push(Tenant {
+            id: added.instance_id,
+            token: added.admin_token,
+            user_id: String::new(),
+        });
+    }
+    let mut again = with_token(
+        sys::AddInstanceRequest {
+            name: "Alpha".into(),
+            org_name: "Alpha HQ".into(),
+            instance_id: String::new(),
+        },
+        &system,
+    );
+    again
+        .metadata_mut()
+        .insert("idempotency-key", "add-Alpha".parse().unwrap());
+    let replay = sys_client.add_instance(again).await.unwrap().into_inner();
+    assert_eq!(
+        replay.instance_id, tenants[0].id,
+        "the key returns the first instance"
+    );
+    assert!(
+        replay.admin_token.is_empty(),
+        "a token is shown once, not on a replay"
+    );
+    let listed = sys_client
+        .list_instances(with_token(
+            sys::ListInstancesRequest {
+                name_contains: "a".into(),
+                ..Default::default()
+            },
+            &system,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    for tenant in &tenants {
+        assert!(listed.instances.iter().any(|i| i.id == tenant.id), "{listed:?}");
+    }
+
+    // Token kinds: a system token is refused by instance APIs and the reverse.
+    let refused = users
+        .list_users(with_token(user::ListUsersRequest::default(), &system))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let refused = sys_client
+        .list_instances(with_token(
+            sys::ListInstancesRequest::default(),
+            &tenants[0].token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let scim_refused = scim(&stack, &system, "GET", "/Users", None).await;
+    assert_eq!(scim_refused.status, 403, "{}", scim_refused.body);
+
+    // Each tenant provisions the same userName over SCIM: no clash across tenants.
+    for tenant in &mut tenants {
+        let created = scim(
+            &stack,
+            &tenant.token,
+            "POST",
+            "/Users",
+            Some(json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": "ada",
+                "name": {"givenName": "Ada", "familyName": tenant.id.clone()},
+                "emails": [{"value": "ada@example.com", "primary": true}],
+            })),
+        )
+        .await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        tenant.user_id = created.json()["id"].as_str().unwrap().to_owned();
+    }
+    for (i, tenant) in tenants.iter().enumerate() {
+        let found = scim(
+            &stack,
+            &tenant.token,
+            "GET",
+            "/Users?filter=userName%20eq%20%22ada%22",
+            None,
+        )
+        .await;
+        assert_eq!(found.status, 200, "{}", found.body);
+        let found = found.json();
+        assert_eq!(found["totalResults"], 1, "{found}");
+        assert_eq!(found["Resources"][0]["id"], tenant.user_id.as_str());
+        let all = scim(&stack, &tenant.token, "GET", "/Users?count=100", None)
+            .await
+            .json();
+        assert!(
+            all["Resources"].as_array().unwrap().iter().all(|u| {
+                tenants
+                    .iter()
+                    .enumerate()
+                    .all(|(j, other)| j == i || u["id"] != other.user_id.as_str())
+            }),
+            "tenant {i} lists another tenant's user: {all}"
+        );
+        for (j, other) in tenants.iter().enumerate().filter(|(j, _)| *j != i) {
+            let foreign = scim(
+                &stack,
+                &tenant.token,
+                "GET",
+                &format!("/Users/{}", other.user_id),
+                None,
+            )
+            .await;
+            assert_eq!(
+                foreign.status, 404,
+                "tenant {i} reads tenant {j}'s user: {}",
+                foreign.body
+            );
+            let foreign = users
+                .get_user(with_token(
+                    user::GetUserRequest {
+                        user_id: other.user_id.clone(),
+                        ..Default::default()
+                    },
+                    &tenant.token,
+                ))
+                .await
+                .unwrap_err();
+            assert_eq!(
+                foreign.code(),
+                Code::NotFound,
+                "tenant {i} reads tenant {j}'s user over gRPC"
+            );
+            let deleted = scim(
+                &stack,
+                &tenant.token,
+                "DELETE",
+                &format!("/Users/{}", other.user_id),
+                None,
+            )
+            .await;
+            assert_eq!(
+                deleted.status, 404,
+                "tenant {i} deletes tenant {j}'s user: {}",
+                deleted.body
+            );
+        }
+    }
+
+    // Domains are unique across instances.
+    let domain = |id: &str, d: &str| sys::AddInstanceDomainRequest {
+        instance_id: id.into(),
+        domain: d.into(),
+    };
+    sys_client
+        .add_instance_domain(with_token(domain(&tenants[0].id, "Login.Alpha.Example"), &system))
+        .await
+        .unwrap();
+    let taken = sys_client
+        .add_instance_domain(with_token(domain(&tenants[1].id, "login.alpha.example"), &system))
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), Code::AlreadyExists, "{taken:?}");
+
+    // Deactivation refuses the tenant's tokens at once and keeps its data.
+    sys_client
+        .deactivate_instance(with_token(
+            sys::DeactivateInstanceRequest {
+                instance_id: tenants[1].id.clone(),
+            },
+            &system,
+        ))
+        .await
+        .unwrap();
+    let inactive = scim(&stack, &tenants[1].token, "GET", "/Users", None).await;
+    assert_eq!(inactive.status, 403, "{}", inactive.body);
+    assert!(inactive.body.contains("deactivated"), "{}", inactive.body);
+    sys_client
+        .reactivate_instance(with_token(
+            sys::ReactivateInstanceRequest {
+                instance_id: tenants[1].id.clone(),
+            },
+            &system,
+        ))
+        .await
+        .unwrap();
+    let back = scim(
+        &stack,
+        &tenants[1].token,
+        "GET",
+        &format!("/Users/{}", tenants[1].user_id),
+        None,
+    )
+    .await;
+    assert_eq!(back.status, 200, "{}", back.body);
+
+    // Removal: the tokens fail at once; the rows go when the projections pass the removal.
+    assert!(rows_of(&stack, &tenants[0].id).await > 0);
+    let removed = sys_client
+        .remove_instance(with_token(
+            sys::RemoveInstanceRequest {
+                instance_id: tenants[0].id.clone(),
+            },
+            &system,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        removed.instance.unwrap().state,
+        sys::InstanceState::Removed as i32
+    );
+    let gone = scim(&stack, &tenants[0].token, "GET", "/Users", None).await;
+    assert_eq!(gone.status, 401, "{}", gone.body);
+    let gone = users
+        .list_users(with_token(user::ListUsersRequest::default(), &tenants[0].token))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::Unauthenticated);
+    let alpha = tenants[0].id.clone();
+    cairn_testkit::eventually(
+        "the removed tenant's read models are empty",
+        Duration::from_secs(30),
+        || async { Ok((rows_of(&stack, &alpha).await == 0).then_some(())) },
+    )
+    .await
+    .unwrap();
+    let alpha_uuid: uuid::Uuid = alpha.parse().unwrap();
+    cairn_testkit::eventually(
+        "the removed tenant's leases are released",
+        Duration::from_secs(30),
+        || async {
+            let leases: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM projection_locks WHERE instance_id = $1")
+                    .bind(alpha_uuid)
+                    .fetch_one(&stack.db.pool)
+                    .await?;
+            Ok((leases == 0).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM eventstore.events WHERE instance_id = $1")
+        .bind(alpha_uuid)
+        .fetch_one(&stack.db.pool)
+        .await
+        .unwrap();
+    assert!(events > 0, "the events stay as the audit trail");
+    // The others are untouched.
+    for tenant in &tenants[1..] {
+        let still = scim(
+            &stack,
+            &tenant.token,
+            "GET",
+            &format!("/Users/{}", tenant.user_id),
+            None,
+        )
+        .await;
+        assert_eq!(still.status, 200, "{}", still.body);
+    }
+    // What the removed tenant held is free again.
+    sys_client
+        .add_instance_domain(with_token(domain(&tenants[2].id, "login.alpha.example"), &system))
+        .await
+        .unwrap();
+    let gone = sys_client
+        .get_instance(with_token(
+            sys::GetInstanceRequest {
+                instance_id: alpha.clone(),
+            },
+            &system,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(gone.instance.unwrap().state, sys::InstanceState::Removed as i32);
+    let again = sys_client
+        .remove_instance(with_token(
+            sys::RemoveInstanceRequest { instance_id: alpha },
+            &system,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::NotFound);
+
+    stack.stop().await.unwrap();
+}
