@@ -246,3 +246,78 @@ async fn every_rpc_and_route_refuses_a_missing_or_malformed_token() {
     assert_eq!(event_count(&stack).await, before, "a refused call wrote events");
     stack.stop().await.unwrap();
 }
+
+/// Every RPC with every kind of token, so that a new RPC cannot ship unguarded: none is refused
+/// everywhere; a system token is admitted by the system API only (and refused as PERMISSION_DENIED
+/// by every instance API, SCIM and REST route); an instance's admin token is admitted by every
+/// instance API and refused by the system API; the event store service takes neither (it has its
+/// own service token). "Admitted" means the call got past authentication and authorisation: the
+/// empty request may still be invalid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_rpc_admits_exactly_the_token_kinds_it_should() {
+    let stack = Stack::start().await.unwrap();
+    let system = {
+        let mut tx = cairn_eventstore::begin(&stack.db.pool).await.unwrap();
+        let issued = cairn_auth::tokens::issue_system(&mut tx, Some("matrix"), None)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        format!("Bearer {}", issued.secret.as_str())
+    };
+    let admin = format!("Bearer {}", stack.admin.token.as_str());
+    let refused = |code: Code| matches!(code, Code::Unauthenticated | Code::PermissionDenied);
+    let mut checked = 0;
+    for (service, path, streaming) in methods() {
+        if service.starts_with("cairn.notification.") || service.starts_with("cairn.notifier.") {
+            continue; // not served by this stack; the notifier's tests cover its service
+        }
+        let eventstore = service.starts_with("cairn.eventstore.");
+        let addr = if eventstore {
+            stack.eventstore_grpc
+        } else {
+            stack.grpc
+        };
+        let system_api = service == "cairn.system.v1.SystemService";
+        let none = call(addr, &path, streaming, None).await;
+        assert_eq!(none, Code::Unauthenticated, "{path} without a token");
+        let with_system = call(addr, &path, streaming, Some(&system)).await;
+        let with_admin = call(addr, &path, streaming, Some(&admin)).await;
+        if eventstore {
+            assert_eq!(with_system, Code::Unauthenticated, "{path} with a system token");
+            assert_eq!(with_admin, Code::Unauthenticated, "{path} with an instance token");
+        } else if system_api {
+            assert!(
+                !refused(with_system),
+                "{path} refuses a system token: {with_system:?}"
+            );
+            assert_eq!(
+                with_admin,
+                Code::PermissionDenied,
+                "{path} with an instance token"
+            );
+        } else {
+            assert_eq!(with_system, Code::PermissionDenied, "{path} with a system token");
+            assert!(
+                !refused(with_admin),
+                "{path} refuses the instance admin: {with_admin:?}"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 30, "only {checked} RPCs checked");
+    for (method, path) in [
+        ("GET", "/api/v1/admin/projections/health"),
+        ("GET", "/api/v1/admin/projections/failed-events"),
+    ] {
+        let response =
+            cairn_stack::request(stack.api_http, method, path, &[("authorization", &system)], None)
+                .await
+                .unwrap();
+        assert_eq!(
+            response.status, 403,
+            "REST {method} {path} with a system token: {}",
+            response.body
+        );
+    }
+    stack.stop().await.unwrap();
+}
