@@ -142,10 +142,8 @@ pub async fn step(
     }
     let mut event_types = projection.event_types();
     let reduces_removal = event_types.iter().any(|t| t.as_str() == INSTANCE_REMOVED);
-    if !reduces_removal {
-        if let Ok(removed) = EventType::parse(INSTANCE_REMOVED) {
-            event_types.push(removed);
-        }
+    if !reduces_removal && let Ok(removed) = EventType::parse(INSTANCE_REMOVED) {
+        event_types.push(removed);
     }
     let filter = EventFilter {
         instance_id: Some(instance),
