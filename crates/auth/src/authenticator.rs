@@ -194,6 +194,7 @@ impl Authenticator {
                     principal_id: AggregateId::from_uuid(stored.principal_id),
                     // A role this build does not know grants nothing.
                     roles: stored.roles.iter().filter_map(|r| r.parse().ok()).collect(),
+                    settings: Arc::new(stored.settings),
                 })
             }
         };

@@ -3,7 +3,8 @@
 //! one) and allowed by its roles.
 
 use crate::{AuthError, Permission, Role};
-use cairn_domain::{AggregateId, InstanceId};
+use cairn_domain::{AggregateId, InstanceId, InstanceSettings};
+use std::sync::Arc;
 
 /// The authenticated caller.
 #[derive(Debug, Clone)]
@@ -18,6 +19,9 @@ pub struct Caller {
     pub principal_id: AggregateId,
     /// The token's roles.
     pub roles: Vec<Role>,
+    /// The instance's own settings (`None` fields: the deployment's defaults), as of the token's
+    /// lookup; a change of them makes every cache look the token up again.
+    pub settings: Arc<InstanceSettings>,
 }
 
 impl Caller {
@@ -73,6 +77,7 @@ mod tests {
             org_id: org,
             principal_id: AggregateId::new(),
             roles: roles.to_vec(),
+            settings: Default::default(),
         }
     }
 

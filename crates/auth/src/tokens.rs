@@ -392,6 +392,7 @@ pub(crate) struct Credential {
     /// registry does not list: every instance is made by `cairn-instances`, which lists it).
     pub(crate) instance_state: Option<String>,
     pub(crate) kind: TokenKind,
+    pub(crate) settings: cairn_domain::InstanceSettings,
     pub(crate) org_id: Option<Uuid>,
     pub(crate) principal_id: Uuid,
     pub(crate) roles: Vec<String>,
@@ -404,7 +405,8 @@ pub(crate) struct Credential {
 pub(crate) async fn credential(pool: &sqlx::PgPool, id: &str) -> Result<Option<Credential>, AuthError> {
     let Some(row) = sqlx::query(
         "SELECT t.instance_id, t.org_id, t.principal_id, t.roles, t.hash, t.expires_at, t.revoked_at, t.kind, \
-                i.state AS instance_state \
+                i.state AS instance_state, i.email_code_ttl_secs, i.email_code_max_attempts, \
+                i.scim_emails_verified, i.default_language \
            FROM api.tokens t LEFT JOIN api.instances i ON i.id = t.instance_id WHERE t.id = $1",
     )
     .bind(id)
@@ -417,6 +419,12 @@ pub(crate) async fn credential(pool: &sqlx::PgPool, id: &str) -> Result<Option<C
         instance_id: row.try_get("instance_id")?,
         instance_state: row.try_get("instance_state")?,
         kind: TokenKind::stored(row.try_get("kind")?)?,
+        settings: cairn_domain::InstanceSettings {
+            email_code_ttl_secs: row.try_get("email_code_ttl_secs")?,
+            email_code_max_attempts: row.try_get("email_code_max_attempts")?,
+            scim_emails_verified: row.try_get("scim_emails_verified")?,
+            default_language: row.try_get("default_language")?,
+        },
         org_id: row.try_get("org_id")?,
         principal_id: row.try_get("principal_id")?,
         roles: row.try_get("roles")?,

@@ -32,8 +32,15 @@ pub fn new_code(
         .encrypt_str(&code, &code_aad(caller.instance_id, user))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let encrypted = serde_json::to_value(&sealed).map_err(|e| ApiError::Internal(e.to_string()))?;
+    // The instance's own lifetime, else the deployment's.
+    let lifetime = caller
+        .settings
+        .email_code_ttl_secs
+        .map_or(api.email.code_expiry, |secs| {
+            std::time::Duration::from_secs(u64::try_from(secs).unwrap_or_default())
+        });
     let expires_at = api.exec.clock.now()
-        + chrono::Duration::from_std(api.email.code_expiry).map_err(|e| ApiError::Internal(e.to_string()))?;
+        + chrono::Duration::from_std(lifetime).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok((
         EmailCode {
             encrypted,

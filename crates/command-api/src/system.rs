@@ -127,6 +127,7 @@ impl SystemService for System {
             org_id: None,
             principal_id: AggregateId::from_uuid(uuid::Uuid::nil()),
             roles: Vec::new(),
+            settings: Default::default(),
         };
         let api = &self.api;
         let response = api
@@ -247,6 +248,8 @@ impl SystemService for System {
                 .await
                 .map_err(ApiError::from)?,
             );
+            // Callers carry their instance's settings from the token cache.
+            self.api.auth.forget("*");
         }
         let record = record.ok_or(ApiError::NotFound("instance"))?;
         Ok(respond(record))

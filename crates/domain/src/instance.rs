@@ -80,6 +80,48 @@ event_enum! {
     }
 }
 
+/// Settings a tenant may hold apart from the deployment's; `None` is the deployment's default (its
+/// environment variable). Kept in the instance registry and handed to every request with its
+/// caller.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceSettings {
+    /// How long an email verification code is valid, in seconds (at least 60).
+    pub email_code_ttl_secs: Option<i32>,
+    /// Wrong guesses that void an email code (at least 1).
+    pub email_code_max_attempts: Option<i32>,
+    /// Whether emails provisioned over SCIM count as verified.
+    pub scim_emails_verified: Option<bool>,
+    /// The language of messages to users whose own is unknown (`en`, `de-CH`, ...).
+    pub default_language: Option<String>,
+}
+
+impl InstanceSettings {
+    /// Checks every value that is set.
+    pub fn validate(&self) -> Result<(), DomainError> {
+        if self.email_code_ttl_secs.is_some_and(|s| s < 60) {
+            return Err(DomainError::invalid(
+                "settings.email_code_ttl_secs",
+                "must be at least 60",
+            ));
+        }
+        if self.email_code_max_attempts.is_some_and(|a| a < 1) {
+            return Err(DomainError::invalid(
+                "settings.email_code_max_attempts",
+                "must be at least 1",
+            ));
+        }
+        if let Some(language) = &self.default_language
+            && crate::LanguageTag::parse(language.clone()).is_err()
+        {
+            return Err(DomainError::invalid(
+                "settings.default_language",
+                "must be a language tag such as en or de-CH",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Unique kind: an instance domain, lower-cased, unique across every instance of the deployment
 /// (claimed under the nil instance id, see [`crate::InstanceId::SYSTEM`]).
 pub const UNIQUE_INSTANCE_DOMAIN: &str = "instance.domain";

@@ -28,7 +28,7 @@ pub use error::{DomainError, FieldViolation, Violations};
 pub use event::{EventDraft, StoredEvent};
 pub use group::{Group, GroupEvent};
 pub use ids::{AggregateId, EventId, InstanceId};
-pub use instance::{Instance, InstanceEvent, UNIQUE_INSTANCE_DOMAIN};
+pub use instance::{Instance, InstanceEvent, InstanceSettings, UNIQUE_INSTANCE_DOMAIN};
 pub use names::{AggregateType, EventType, NameError};
 pub use org::{Org, OrgEvent, OrgState};
 pub use position::{Position, PositionParseError};

@@ -9,6 +9,7 @@
 //! when they pass the `instance.removed` event.
 
 use crate::{Bootstrapped, InstanceError};
+pub use cairn_domain::InstanceSettings;
 use cairn_domain::{Aggregate, AggregateId, Decision, DisplayName, Instance, InstanceId, StoredEvent};
 use cairn_eventstore::{EventStore, ExpectedSequence, PgEventStore, Push, StoreError, UniqueOp};
 use chrono::{DateTime, Utc};
@@ -49,53 +50,6 @@ impl InstanceState {
                 reason: format!("{other:?} is not active, inactive or removed"),
             }),
         }
-    }
-}
-
-/// Settings a tenant may hold apart from the deployment's; `None` is the deployment's default (its
-/// environment variable).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct InstanceSettings {
-    /// How long an email verification code is valid, in seconds (at least 60).
-    pub email_code_ttl_secs: Option<i32>,
-    /// Wrong guesses that void an email code (at least 1).
-    pub email_code_max_attempts: Option<i32>,
-    /// Whether emails provisioned over SCIM count as verified.
-    pub scim_emails_verified: Option<bool>,
-    /// The language of messages to users whose own is unknown (`en`, `de-CH`, ...).
-    pub default_language: Option<String>,
-}
-
-impl InstanceSettings {
-    /// Checks every value that is set.
-    pub fn validate(&self) -> Result<(), InstanceError> {
-        if self.email_code_ttl_secs.is_some_and(|s| s < 60) {
-            return Err(InstanceError::Invalid {
-                field: "settings.email_code_ttl_secs",
-                reason: "must be at least 60".into(),
-            });
-        }
-        if self.email_code_max_attempts.is_some_and(|a| a < 1) {
-            return Err(InstanceError::Invalid {
-                field: "settings.email_code_max_attempts",
-                reason: "must be at least 1".into(),
-            });
-        }
-        if let Some(language) = &self.default_language {
-            let mut parts = language.split('-');
-            let primary_ok = parts
-                .next()
-                .is_some_and(|p| (2..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_lowercase()));
-            let rest_ok =
-                parts.all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()));
-            if !primary_ok || !rest_ok {
-                return Err(InstanceError::Invalid {
-                    field: "settings.default_language",
-                    reason: "must be a language tag such as en or de-CH".into(),
-                });
-            }
-        }
-        Ok(())
     }
 }
 
@@ -578,6 +532,7 @@ pub async fn set_settings(
     settings.validate()?;
     let limits = limits
         .map(|l| serde_json::Value::Object(l.0.iter().map(|(k, v)| (k.clone(), (*v).into())).collect()));
+    let mut tx = cairn_eventstore::begin(pool).await?;
     let updated = sqlx::query(
         "UPDATE api.instances SET email_code_ttl_secs = $2, email_code_max_attempts = $3, \
                 scim_emails_verified = $4, default_language = $5, limits = coalesce($6, limits), \
@@ -590,11 +545,14 @@ pub async fn set_settings(
     .bind(settings.scim_emails_verified)
     .bind(&settings.default_language)
     .bind(limits)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?
     .rows_affected();
     if updated == 0 {
         return Err(InstanceError::NotFound);
     }
+    // Callers carry their instance's settings from the token cache: every cache looks again.
+    cairn_auth::tokens::forget_all(&mut tx).await?;
+    tx.commit().await?;
     get(pool, id).await?.ok_or(InstanceError::NotFound)
 }

@@ -144,7 +144,16 @@ impl Composer<'_> {
         let org: Org = load(self.store, instance, org_id).await?;
         let instance_state: Instance =
             load(self.store, instance, AggregateId::from_uuid(instance.as_uuid())).await?;
-        let language = profile.preferred_language.as_ref().map(|l| l.as_str().to_owned());
+        // The user's language, else the instance's default, else the templates' (English).
+        let language = match profile.preferred_language.as_ref() {
+            Some(l) => Some(l.as_str().to_owned()),
+            None => {
+                cairn_instances::registry::settings(self.pool, instance)
+                    .await
+                    .map_err(|e| ComposeError::Transient(format!("the instance's settings: {e}")))?
+                    .default_language
+            }
+        };
         let overrides = self.overrides(instance, language.as_deref()).await?;
         let expires_in = (delivery.expires_at - self.now).to_std().unwrap_or_default();
         let ctx = VerificationContext {

@@ -387,3 +387,198 @@ async fn three_tenants_made_through_the_system_api_stay_apart_and_removal_lets_g
 
     stack.stop().await.unwrap();
 }
+
+/// An instance's own settings beat the deployment's defaults and leave other instances alone:
+/// with one attempt allowed, a wrong code voids it; with a 120 s lifetime, the code expires 120 s
+/// after it was made; without trust in its identity provider, a SCIM provisioner cannot mark an
+/// email verified. The other instance keeps the deployment's defaults (the test stack's: 5
+/// attempts, 3,600 s, trusted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_setting_beats_the_default_for_that_instance_only() {
+    let stack = Stack::start().await.unwrap();
+    let system = system_token(&stack).await;
+    let mut sys_client = SystemServiceClient::new(stack.channel());
+    let mut users = UserServiceClient::new(stack.channel());
+    let mut made = Vec::new();
+    for name in ["Strict", "Lenient"] {
+        let added = sys_client
+            .add_instance(with_token(
+                sys::AddInstanceRequest {
+                    name: name.into(),
+                    ..Default::default()
+                },
+                &system,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        made.push(added);
+    }
+    let bad = sys_client
+        .update_instance(with_token(
+            sys::UpdateInstanceRequest {
+                instance_id: made[0].instance_id.clone(),
+                settings: Some(sys::InstanceSettings {
+                    email_code_ttl_secs: Some(5),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            &system,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+    let updated = sys_client
+        .update_instance(with_token(
+            sys::UpdateInstanceRequest {
+                instance_id: made[0].instance_id.clone(),
+                settings: Some(sys::InstanceSettings {
+                    email_code_ttl_secs: Some(120),
+                    email_code_max_attempts: Some(1),
+                    scim_emails_verified: Some(false),
+                    default_language: Some("de".into()),
+                }),
+                limits: [("users".to_owned(), 10_i64)].into(),
+                set_limits: true,
+                ..Default::default()
+            },
+            &system,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap();
+    assert_eq!(updated.settings.unwrap().email_code_max_attempts, Some(1));
+    assert_eq!(updated.limits.get("users"), Some(&10));
+
+    let mut verified_after_one_wrong_guess = Vec::new();
+    for added in &made {
+        let token = &added.admin_token;
+        let created = users
+            .add_human_user(with_token(
+                user::AddHumanUserRequest {
+                    user_name: "ada".into(),
+                    profile: Some(user::HumanProfile {
+                        display_name: "Ada".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let id = created.user.unwrap().id;
+        let code = users
+            .set_email(with_token(
+                user::SetEmailRequest {
+                    user_id: id.clone(),
+                    email: "ada@example.com".into(),
+                    verification: user::EmailVerification::ReturnCode as i32,
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .verification_code;
+        let (created_at, expires_at): (chrono::DateTime<chrono::Utc>, String) = sqlx::query_as(
+            "SELECT created_at, payload->>'expiresAt' FROM eventstore.events \
+              WHERE aggregate_id = $1 AND event_type = 'user.human.email.code.added'",
+        )
+        .bind(id.parse::<uuid::Uuid>().unwrap())
+        .fetch_one(&stack.db.pool)
+        .await
+        .unwrap();
+        let lifetime = chrono::DateTime::parse_from_rfc3339(&expires_at)
+            .unwrap()
+            .to_utc()
+            - created_at;
+        // A wrong guess: answered, and counted against the code.
+        let _wrong = users
+            .verify_email(with_token(
+                user::VerifyEmailRequest {
+                    user_id: id.clone(),
+                    code: "not-the-code".into(),
+                },
+                token,
+            ))
+            .await;
+        let right = users
+            .verify_email(with_token(
+                user::VerifyEmailRequest {
+                    user_id: id.clone(),
+                    code: code.clone(),
+                },
+                token,
+            ))
+            .await;
+        // Whole seconds: the code's expiry is taken from the clock a moment before the commit.
+        let seconds = (lifetime.num_milliseconds() as f64 / 1000.0).round() as i64;
+        verified_after_one_wrong_guess.push((right.is_ok(), seconds));
+    }
+    assert_eq!(
+        verified_after_one_wrong_guess,
+        // The lenient instance keeps the stack's deployment default (3,600 s, 5 attempts).
+        [(false, 120), (true, 3600)],
+        "(verified after one wrong guess, code lifetime) of the strict and the lenient instance"
+    );
+
+    // SCIM: the strict instance's provisioner cannot vouch for an email; the lenient one's can.
+    let mut vouched = Vec::new();
+    for added in &made {
+        let instance: cairn_domain::InstanceId = added.instance_id.parse().unwrap();
+        let admin: cairn_domain::AggregateId = added.admin_user_id.parse().unwrap();
+        let scim_token = {
+            let mut tx = cairn_eventstore::begin(&stack.db.pool).await.unwrap();
+            let issued = cairn_auth::tokens::issue(
+                &mut tx,
+                &cairn_auth::NewToken {
+                    instance_id: instance,
+                    org_id: None,
+                    principal_id: admin,
+                    kind: cairn_auth::TokenKind::Scim,
+                    roles: vec![cairn_auth::Role::ScimProvisioner],
+                    description: None,
+                    expires_at: None,
+                },
+            )
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+            issued.secret.to_string()
+        };
+        let created = scim(
+            &stack,
+            &scim_token,
+            "POST",
+            "/Users",
+            Some(json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": "grace",
+                "emails": [{"value": "grace@example.com", "primary": true}],
+            })),
+        )
+        .await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        let id: uuid::Uuid = created.json()["id"].as_str().unwrap().parse().unwrap();
+        let payload: serde_json::Value = sqlx::query_scalar(
+            "SELECT payload FROM eventstore.events WHERE aggregate_id = $1 AND event_type = 'user.human.added'",
+        )
+        .bind(id)
+        .fetch_one(&stack.db.pool)
+        .await
+        .unwrap();
+        vouched.push(payload.to_string().contains("\"verified\":true"));
+    }
+    assert_eq!(
+        vouched,
+        [false, true],
+        "SCIM emails verified in the strict and the lenient instance"
+    );
+    stack.stop().await.unwrap();
+}

@@ -136,7 +136,12 @@ pub async fn verify(
                 ApiError::FailedPrecondition("no valid verification code; request a new one".into())
             })?;
             let matches = code_matches(api, caller, id, &pending.encrypted, code);
-            let result = user.verify_email(matches, api.exec.clock.now(), api.email.max_attempts)?;
+            let max_attempts = caller
+                .settings
+                .email_code_max_attempts
+                .and_then(|a| u32::try_from(a).ok())
+                .unwrap_or(api.email.max_attempts);
+            let result = user.verify_email(matches, api.exec.clock.now(), max_attempts)?;
             *outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some((result.verified, result.reason));
             Ok(Plan::new(result.decision, org))
         })

@@ -77,10 +77,15 @@ fn hash_password(field: &str, password: &str) -> Result<Option<PasswordHash>, Ap
         .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-/// Whether the caller may mark emails verified.
+/// Whether the caller may mark emails verified: a SCIM provisioner only where its instance trusts
+/// its identity provider's emails (the instance's setting, else `CAIRN_TRUST_IDP_EMAILS`).
 pub fn may_vouch(api: &Api, caller: &Caller) -> bool {
     caller.require(Permission::VouchForEmail).is_ok()
-        && (api.trust_idp_emails || caller.roles.iter().any(|r| *r != Role::ScimProvisioner))
+        && (caller
+            .settings
+            .scim_emails_verified
+            .unwrap_or(api.trust_idp_emails)
+            || caller.roles.iter().any(|r| *r != Role::ScimProvisioner))
 }
 
 fn user_response(written: &Written<User>, org: AggregateId) -> pb::UserResponse {
