@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -293,6 +294,44 @@ def scim_request(base_url, token, method, path, body=None, timeout=STEP_DEADLINE
         return error.code, error.read().decode(errors="replace")
 
 
+def tenant(args):
+    """The README's tenant commands against the running stack: `cairn instances add --json` makes a
+    second tenant, its admin token provisions a user over SCIM and sees only its own users,
+    `cairn instances remove` removes it, and the token is refused at once."""
+    env = dict(os.environ, CAIRN_DATABASE_URL=args.database_url)
+
+    def cairn(*argv):
+        done = subprocess.run([args.cairn, *argv], env=env, capture_output=True, text=True,
+                              timeout=STEP_DEADLINE_SECS)
+        if done.returncode != 0:
+            raise StepFailed(f"cairn {' '.join(argv)} exited {done.returncode}: {done.stderr.strip()}", [])
+        return json.loads(done.stdout)
+
+    added = cairn("instances", "add", "--name", f"Smoke tenant {args.tag}", "--org", "Smoke HQ", "--json")
+    token = added["admin_token"]
+    status, body = scim_request(args.scim_url, token, "POST", "/Users", {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": f"tenant-{args.tag}",
+        "emails": [{"value": f"tenant-{args.tag}@example.com", "primary": True}],
+    })
+    if status != 201:
+        raise StepFailed(f"SCIM POST /Users with the new tenant's token: {status} {body}", ["scim-gateway"])
+    status, listed = scim_request(args.scim_url, token, "GET", "/Users")
+    if status != 200 or listed.get("totalResults") != 1:
+        raise StepFailed(f"the new tenant lists other tenants' users: {status} {listed}", ["scim-gateway"])
+    instances = cairn("instances", "list", "--json")
+    if not any(i["id"] == added["instance_id"] for i in instances):
+        raise StepFailed(f"cairn instances list does not show {added['instance_id']}", [])
+    removed = cairn("instances", "remove", added["instance_id"], "--json")
+    if removed.get("state") != "removed":
+        raise StepFailed(f"cairn instances remove answered {removed}", [])
+    status, body = scim_request(args.scim_url, token, "GET", "/Users")
+    if status != 401:
+        raise StepFailed(f"the removed tenant's token still works: {status} {body}", ["scim-gateway"])
+    print(f"smoke: ok cairn instances add / SCIM with its own token (1 user, only its own) / "
+          f"remove {added['instance_id']} / its token refused (401)", flush=True)
+
+
 def generate_stubs(run_dir, files):
     """Generates Python gRPC stubs for `files` (paths under proto/) into <run_dir>/stubs and puts
     that directory on sys.path. Shared by smoke.py and chaos.py."""
@@ -386,6 +425,9 @@ def main():
     delete = commands.add_parser("delete-stream")
     delete.add_argument("--nats-url", required=True)
     delete.add_argument("--stream", required=True)
+    tenant_cmd = commands.add_parser("tenant")
+    for name in ("--cairn", "--database-url", "--scim-url", "--tag"):
+        tenant_cmd.add_argument(name, required=True)
     run = commands.add_parser("run")
     for name in ("--run-dir", "--scim-url", "--api-addr", "--notifier-addr", "--sink-dir", "--tag"):
         run.add_argument(name, required=True)
@@ -395,6 +437,12 @@ def main():
         print(" ".join(str(p) for p in free_ports(args.count)))
     elif args.command == "delete-stream":
         print(delete_stream(args.nats_url, args.stream))
+    elif args.command == "tenant":
+        try:
+            tenant(args)
+        except StepFailed as failure:
+            print(f"smoke: FAIL {failure.reason}", file=sys.stderr, flush=True)
+            sys.exit(1)
     else:
         try:
             Smoke(args).run()

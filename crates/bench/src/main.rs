@@ -10,13 +10,14 @@ mod projector;
 mod relay;
 mod scim;
 mod services;
+mod tenants;
 
 use anyhow::Context;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let group = std::env::args().nth(1).context(
-        "usage: cairn-bench <group>   (groups: append, relay, projector, notifier, api, scim, services)",
+        "usage: cairn-bench <group>   (groups: append, relay, projector, notifier, api, scim, tenants, services)",
     )?;
     let settings = harness::Settings::from_env()?;
     let outcome = match group.as_str() {
@@ -26,10 +27,11 @@ async fn main() -> anyhow::Result<()> {
         "notifier" => notifier::run(&settings).await,
         "api" => api::run(&settings).await,
         "scim" => scim::run(&settings).await,
+        "tenants" => tenants::run(&settings).await,
         "services" => services::run(&settings).await,
         other => {
             anyhow::bail!(
-                "unknown benchmark group {other:?} (groups: append, relay, projector, notifier, api, scim, services)"
+                "unknown benchmark group {other:?} (groups: append, relay, projector, notifier, api, scim, tenants, services)"
             )
         }
     };

@@ -174,7 +174,14 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
 
     let lookup = |stack: Arc<Stack>, tenant: Tenant, user: usize| async move {
         let path = format!("/scim/v2/Users?filter=userName%20eq%20%22t{user}%22");
-        let response = request(stack.scim, "GET", &path, &[("authorization", &tenant.bearer)], None).await?;
+        let response = request(
+            stack.scim,
+            "GET",
+            &path,
+            &[("authorization", &tenant.bearer)],
+            None,
+        )
+        .await?;
         anyhow::ensure!(
             response.status == 200 && response.body.contains("\"totalResults\":1"),
             "filter: {} {}",

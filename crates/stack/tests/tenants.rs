@@ -68,6 +68,8 @@ async fn rows_of(stack: &Stack, instance: &str) -> i64 {
         "projections.orgs",
         "projections.instances",
         "projections.groups",
+        "projections.group_members",
+        "projections.milestones",
         "eventstore.unique_constraints",
         "api.instance_domains",
     ] {
@@ -247,6 +249,138 @@ async fn three_tenants_made_through_the_system_api_stay_apart_and_removal_lets_g
                 deleted.body
             );
         }
+    }
+
+    // Search, groups, bulk, tokens and gRPC lists: each tenant sees and touches only its own.
+    let mut groups = Vec::new();
+    for tenant in &tenants {
+        let group = scim(
+            &stack,
+            &tenant.token,
+            "POST",
+            "/Groups",
+            Some(json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                "displayName": "staff",
+                "members": [{"value": tenant.user_id}],
+            })),
+        )
+        .await;
+        assert_eq!(group.status, 201, "{}", group.body);
+        groups.push(group.json()["id"].as_str().unwrap().to_owned());
+    }
+    let mut admin = cairn_proto::admin::v1::admin_service_client::AdminServiceClient::new(stack.channel());
+    for (i, tenant) in tenants.iter().enumerate() {
+        let searched = scim(
+            &stack,
+            &tenant.token,
+            "POST",
+            "/Users/.search",
+            Some(json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                "filter": "userName sw \"a\"",
+            })),
+        )
+        .await
+        .json();
+        assert_eq!(searched["totalResults"], 1, "tenant {i} searches: {searched}");
+        assert_eq!(searched["Resources"][0]["id"], tenant.user_id.as_str());
+        let listed = users
+            .list_users(with_token(user::ListUsersRequest::default(), &tenant.token))
+            .await
+            .unwrap()
+            .into_inner();
+        let own: std::collections::HashSet<&str> = listed.users.iter().map(|u| u.id.as_str()).collect();
+        for (j, other) in tenants.iter().enumerate().filter(|(j, _)| *j != i) {
+            assert!(
+                !own.contains(other.user_id.as_str()),
+                "tenant {i} lists tenant {j}'s user over gRPC"
+            );
+            let foreign_group = scim(
+                &stack,
+                &tenant.token,
+                "GET",
+                &format!("/Groups/{}", groups[j]),
+                None,
+            )
+            .await;
+            assert_eq!(foreign_group.status, 404, "tenant {i} reads tenant {j}'s group");
+            let patch = json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "displayName", "value": "taken over"}],
+            });
+            let bulk = scim(
+                &stack,
+                &tenant.token,
+                "POST",
+                "/Bulk",
+                Some(json!({
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+                    "Operations": [
+                        {"method": "PATCH", "path": format!("/Groups/{}", groups[j]), "data": patch},
+                        {"method": "DELETE", "path": format!("/Users/{}", other.user_id)},
+                    ],
+                })),
+            )
+            .await;
+            assert_eq!(bulk.status, 200, "{}", bulk.body);
+            let statuses: Vec<String> = bulk.json()["Operations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["status"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            assert_eq!(
+                statuses,
+                ["404", "404"],
+                "tenant {i} bulk-changes tenant {j}'s resources"
+            );
+            let other_token = cairn_secrets::parse_token(&other.token).unwrap().id.to_owned();
+            let revoked = admin
+                .revoke_token(with_token(
+                    cairn_proto::admin::v1::RevokeTokenRequest {
+                        token_id: other_token.clone(),
+                    },
+                    &tenant.token,
+                ))
+                .await
+                .unwrap_err();
+            assert_eq!(
+                revoked.code(),
+                Code::NotFound,
+                "tenant {i} revokes tenant {j}'s token"
+            );
+            let tokens = admin
+                .list_tokens(with_token(
+                    cairn_proto::admin::v1::ListTokensRequest {
+                        include_revoked: true,
+                        ..Default::default()
+                    },
+                    &tenant.token,
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(
+                tokens.tokens.iter().all(|t| t.id != other_token),
+                "tenant {i} lists tenant {j}'s token"
+            );
+        }
+    }
+    for (j, group) in groups.iter().enumerate() {
+        let unchanged = scim(
+            &stack,
+            &tenants[j].token,
+            "GET",
+            &format!("/Groups/{group}"),
+            None,
+        )
+        .await;
+        assert_eq!(
+            unchanged.json()["displayName"],
+            "staff",
+            "tenant {j}'s group was changed"
+        );
     }
 
     // Domains are unique across instances.
