@@ -1,7 +1,8 @@
-//! `tenants`: what many tenants cost. Creates 1,000 instances through the system API over gRPC at
-//! concurrency 16 (`tenants.add_instance_per_s`; `CAIRN_BENCH_TENANTS` to change the count), gives
-//! each 100 users (`CAIRN_BENCH_TENANT_USERS`) and the stack's own instance as many users as all of
-//! them together, then measures SCIM `userName eq` lookups at concurrency 32, alternating in rounds
+//! `tenants`: what many tenants cost. Gives the stack's own instance 100,000 users, creates 1,000
+//! instances through the system API over gRPC at concurrency 16 (`tenants.add_instance_per_s`;
+//! `CAIRN_BENCH_TENANTS` to change the count), gives each 100 users (`CAIRN_BENCH_TENANT_USERS`;
+//! `tenants.seeded_users_projected_per_s`: pushed and projected, the projector working through one
+//! (projection, instance) at a time), then measures SCIM `userName eq` lookups at concurrency 32, alternating in rounds
 //! between one instance (`tenants.scim_filter_get_rps_1_instance`, the same figure as
 //! `scim.filter_get_rps`, measured in this run beside it) and every instance at random, each with
 //! its own token (`tenants.scim_filter_get_rps_1000_instances`). Beside them, the raw limit of the
@@ -79,6 +80,24 @@ async fn seed(store: &PgEventStore, tenant: &Tenant, users: usize) -> anyhow::Re
     Ok(())
 }
 
+/// Waits until the users read model holds `expected` human users.
+async fn projected(stack: &Stack, expected: i64) -> anyhow::Result<()> {
+    let waiting = Instant::now();
+    loop {
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM projections.users WHERE kind = 'human'")
+            .fetch_one(&stack.db.pool)
+            .await?;
+        if rows >= expected {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            waiting.elapsed() < Duration::from_secs(1800),
+            "the users projection did not catch up ({rows} of {expected})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await; // poll_interval while seeding
+    }
+}
+
 pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     let instances = count("CAIRN_BENCH_TENANTS", 1000);
     let per_tenant = count("CAIRN_BENCH_TENANT_USERS", 100);
@@ -89,6 +108,18 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         tx.commit().await?;
         format!("Bearer {}", issued.secret.as_str())
     };
+
+    // Users: first as many in the stack's own instance as all tenants will hold together (projected
+    // by one worker per projection, quickly), then 100 in each tenant.
+    let store = PgEventStore::new(stack.db.pool.clone());
+    let single = Tenant {
+        id: stack.admin.instance_id,
+        org: stack.admin.org_id,
+        bearer: format!("Bearer {}", stack.scim_token),
+    };
+    let single_users = instances * per_tenant;
+    seed(&store, &single, single_users).await?;
+    projected(&stack, single_users as i64).await?;
 
     // Instances through the system API, as an operator's automation would make them.
     let made = Arc::new(AtomicUsize::new(0));
@@ -122,33 +153,14 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     let add_rate = tenants.len() as f64 / started.elapsed().as_secs_f64();
     anyhow::ensure!(tenants.len() == instances, "made {} instances", tenants.len());
 
-    // Users: 100 in each tenant, and as many in the stack's own instance as in all tenants.
-    let store = PgEventStore::new(stack.db.pool.clone());
-    let single = Tenant {
-        id: stack.admin.instance_id,
-        org: stack.admin.org_id,
-        bearer: format!("Bearer {}", stack.scim_token),
-    };
-    let single_users = instances * per_tenant;
-    seed(&store, &single, single_users).await?;
+    // Seeding the tenants: from the first push until every user is in the read model, the
+    // projector working one (projection, instance) at a time over all tenants.
+    let seeding = Instant::now();
     for tenant in &tenants {
         seed(&store, tenant, per_tenant).await?;
     }
-    let expected = (single_users + instances * per_tenant) as i64;
-    let waiting = Instant::now();
-    loop {
-        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM projections.users WHERE kind = 'human'")
-            .fetch_one(&stack.db.pool)
-            .await?;
-        if rows >= expected {
-            break;
-        }
-        anyhow::ensure!(
-            waiting.elapsed() < Duration::from_secs(900),
-            "the users projection did not catch up ({rows} of {expected})"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await; // poll_interval while seeding
-    }
+    projected(&stack, (single_users + instances * per_tenant) as i64).await?;
+    let tenant_users_per_s = (instances * per_tenant) as f64 / seeding.elapsed().as_secs_f64();
     let tenants = Arc::new(tenants);
 
     // Raw: the same lookup as plain SQL, over random tenants.
@@ -225,6 +237,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         many.p(0.99),
     );
     bench("tenants.raw_filter_qps", raw.ops_per_s());
+    bench("tenants.seeded_users_projected_per_s", tenant_users_per_s);
     match Arc::try_unwrap(stack) {
         Ok(stack) => stack.stop().await,
         Err(_) => Ok(()),
