@@ -7,7 +7,8 @@
 //! on the event stream routes each message, by the instance in its subject, to that instance's
 //! workers, which then read the events from PostgreSQL after their own position. PostgreSQL is the
 //! data path and JetStream the doorbell: a message the stream lost, a consumer that reconnects or a
-//! NATS outage only delays a worker until its periodic head check, never loses an event.
+//! NATS outage only delays a worker until the replica's periodic head check (one statement for
+//! every instance the replica serves), never loses an event.
 
 use crate::Projection;
 use crate::lease::{Key, Leases, assign};
@@ -34,7 +35,8 @@ pub struct ProjectorConfig {
     pub batch: u32,
     /// Attempts before a failing event is skipped.
     pub max_attempts: i32,
-    /// How often an idle worker checks the instance's head anyway.
+    /// How often the replica checks every served instance's head anyway (one statement) and wakes
+    /// the workers of instances with new events.
     pub head_check: Duration,
     /// The JetStream stream and its subject prefix (for wake-ups); `None` disables the stream path.
     pub stream: Option<(String, String)>,
@@ -135,6 +137,12 @@ impl Projector {
                     shutdown.clone(),
                 )))
             });
+        let watcher = AbortOnDropHandle::new(tokio::spawn(watch_heads(
+            self.pool.clone(),
+            wakers.clone(),
+            self.config.head_check,
+            shutdown.clone(),
+        )));
         let mut workers: HashMap<Key, Worker> = HashMap::new();
         let mut known: HashSet<InstanceId> = HashSet::new();
         let mut tick = tokio::time::interval(self.config.lease_ttl / 3);
@@ -159,6 +167,7 @@ impl Projector {
         if let Some(doorbell) = doorbell {
             let _ = doorbell.await;
         }
+        let _ = watcher.await;
         if let Err(error) = self.leases.leave().await {
             tracing::warn!(%error, "could not release leases on shutdown; they expire by themselves");
         }
@@ -304,7 +313,9 @@ async fn run_worker(
             Ok(Step::Reset) => continue,
             Ok(Step::Idle) => {
                 backoff = Duration::from_millis(50);
-                head_check
+                // The replica's head watcher wakes the worker when its instance has new events;
+                // this is only a safety net.
+                head_check * IDLE_SAFETY_FACTOR
             }
             Ok(Step::Retrying(pause)) => pause,
             Err(WorkerError::LeaseLost) => {
@@ -328,6 +339,67 @@ async fn run_worker(
             _ = wake.notified() => {}
             _ = tokio::time::sleep(pause) => {} // poll_interval: periodic head check / retry backoff
             _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// An idle worker checks its instance's head on its own only every this many head checks; the
+/// replica's head watcher wakes it sooner when there is something to do.
+const IDLE_SAFETY_FACTOR: u32 = 15;
+
+/// Every `head_check`, one query reads the head of every instance this replica has workers for and
+/// wakes the workers of each instance whose head moved: the periodic check behind the JetStream
+/// doorbell (a lost message, a NATS outage) costs one statement per replica, not two per worker,
+/// which matters with thousands of tenants (five projections each).
+async fn watch_heads(pool: PgPool, wakers: Wakers, head_check: Duration, shutdown: CancellationToken) {
+    let mut seen: HashMap<InstanceId, (i64, i32)> = HashMap::new();
+    let mut tick = tokio::time::interval(head_check);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let instances: Vec<Uuid> = {
+            let wakers = wakers.lock().unwrap_or_else(|p| p.into_inner());
+            wakers.keys().map(|i| i.as_uuid()).collect()
+        };
+        if instances.is_empty() {
+            continue;
+        }
+        let heads: Vec<(Uuid, Option<i64>, Option<i32>)> = match sqlx::query_as(
+            "SELECT i, h.position, h.in_tx_order FROM unnest($1::uuid[]) AS i \
+               LEFT JOIN LATERAL (SELECT e.position, e.in_tx_order FROM eventstore.events e \
+                                   WHERE e.instance_id = i AND e.position < eventstore.visible_below() \
+                                   ORDER BY e.position DESC, e.in_tx_order DESC LIMIT 1) h ON true",
+        )
+        .bind(&instances)
+        .fetch_all(&pool)
+        .await
+        {
+            Ok(heads) => heads,
+            Err(error) => {
+                // The workers' own safety-net checks carry on meanwhile.
+                tracing::warn!(%error, "could not read the instances' heads");
+                continue;
+            }
+        };
+        let moved: Vec<InstanceId> = heads
+            .into_iter()
+            .filter_map(|(instance, position, offset)| {
+                let instance = InstanceId::from_uuid(instance);
+                let head = (position?, offset?);
+                (seen.insert(instance, head) != Some(head)).then_some(instance)
+            })
+            .collect();
+        if moved.is_empty() {
+            continue;
+        }
+        let wakers = wakers.lock().unwrap_or_else(|p| p.into_inner());
+        for instance in moved {
+            if let Some(list) = wakers.get(&instance) {
+                list.iter().for_each(|w| w.notify_one());
+            }
         }
     }
 }
