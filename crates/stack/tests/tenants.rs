@@ -512,12 +512,54 @@ async fn three_tenants_made_through_the_system_api_stay_apart_and_removal_lets_g
     assert_eq!(gone.instance.unwrap().state, sys::InstanceState::Removed as i32);
     let again = sys_client
         .remove_instance(with_token(
-            sys::RemoveInstanceRequest { instance_id: alpha },
+            sys::RemoveInstanceRequest {
+                instance_id: alpha.clone(),
+            },
             &system,
         ))
         .await
         .unwrap_err();
     assert_eq!(again.code(), Code::NotFound);
+
+    // A rebuild of every instance (`cairn projections reset users`) finishes, removed ones
+    // included, and ends where the live model was: nothing of the removed tenant, the others whole.
+    let marked = cairn_projection::health::request_rebuild(&stack.db.pool, "users", None)
+        .await
+        .unwrap();
+    assert!(marked >= 4, "{marked} instances marked for the rebuild");
+    cairn_testkit::eventually("every users rebuild started", Duration::from_secs(30), || async {
+        let pending = cairn_projection::health::rebuilds_pending(&stack.db.pool, "users", None).await?;
+        Ok((pending == 0).then_some(()))
+    })
+    .await
+    .unwrap();
+    cairn_testkit::eventually("the rebuilt users model", Duration::from_secs(30), || async {
+        let mut statuses: Vec<String> = sqlx::query_scalar(
+            "SELECT status FROM projections.projection_states WHERE name = 'users' ORDER BY status",
+        )
+        .fetch_all(&stack.db.pool)
+        .await?;
+        statuses.dedup();
+        Ok((statuses == ["active", "removed"]).then_some(()))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        rows_of(&stack, &alpha).await,
+        0,
+        "the rebuild brought the removed tenant back"
+    );
+    for tenant in &tenants[1..] {
+        let still = scim(
+            &stack,
+            &tenant.token,
+            "GET",
+            &format!("/Users/{}", tenant.user_id),
+            None,
+        )
+        .await;
+        assert_eq!(still.status, 200, "{}", still.body);
+    }
 
     stack.stop().await.unwrap();
 }
