@@ -404,10 +404,12 @@ async fn watch_heads(pool: PgPool, wakers: Wakers, head_check: Duration, shutdow
     }
 }
 
-/// The (projection, instance) pairs whose projection has passed the instance's removal.
+/// The (projection, instance) pairs whose projection has passed the instance's removal and has no
+/// rebuild waiting (a rebuild replays the instance up to its removal again, so it needs a worker).
 async fn removed_instances(pool: &PgPool) -> Result<HashSet<Key>, sqlx::Error> {
     let rows: Vec<(String, Uuid)> = sqlx::query_as(
-        "SELECT name, instance_id FROM projections.projection_states WHERE status = 'removed'",
+        "SELECT name, instance_id FROM projections.projection_states \
+          WHERE status = 'removed' AND NOT rebuild_requested",
     )
     .fetch_all(pool)
     .await?;
