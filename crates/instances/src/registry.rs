@@ -1,7 +1,7 @@
 //! The instance registry, `api.instances` and `api.instance_domains`: every statement over those
 //! tables is here. A change is the instance aggregate's event and the registry's row in one
-//! transaction, which holds the row's lock from its first read to its commit, so changes of one
-//! instance run one after the other and the registry always equals the events.
+//! transaction, which holds the instance's lock from its first read to its commit, so changes of
+//! one instance run one after the other and the registry always equals the events.
 //!
 //! What removal keeps and drops is stated in `docs/ARCHITECTURE.md` ("Tenants"): the events stay
 //! as the audit trail; the tokens are revoked, the unique claims released, command-api's stored
@@ -269,15 +269,17 @@ async fn change(
     creator: &str,
     decide: impl Fn(&Instance) -> Result<(Decision, Vec<UniqueOp>, After), InstanceError>,
 ) -> Result<InstanceRecord, InstanceError> {
-    for _ in 0..RESTARTS {
+    let mut attempt = 1;
+    loop {
         match change_once(store, id, creator, &decide).await {
-            Err(InstanceError::Store(StoreError::TransactionTooOld { .. })) => continue,
+            // Only a writer of the instance aggregate outside this module can cause it (changes here
+            // take the instance's lock before their transaction has an id); run again, bounded.
+            Err(InstanceError::Store(StoreError::TransactionTooOld { .. })) if attempt < RESTARTS => {
+                attempt += 1;
+            }
             other => return other,
         }
     }
-    Err(InstanceError::Store(StoreError::Unavailable(
-        "the instance keeps changing concurrently; retry".into(),
-    )))
 }
 
 async fn change_once(
@@ -287,12 +289,18 @@ async fn change_once(
     decide: &impl Fn(&Instance) -> Result<(Decision, Vec<UniqueOp>, After), InstanceError>,
 ) -> Result<InstanceRecord, InstanceError> {
     let mut tx = cairn_eventstore::begin(store.pool()).await?;
-    // The row lock orders every change of this instance (and its first write takes the position).
-    let state: Option<String> =
-        sqlx::query_scalar("SELECT state FROM api.instances WHERE id = $1 FOR UPDATE")
-            .bind(id.as_uuid())
-            .fetch_optional(&mut *tx)
-            .await?;
+    // One change of an instance at a time. An advisory lock, not `FOR UPDATE`: a row lock gives the
+    // transaction its id (its events' position) before it waits, so a change that waited could
+    // get a lower position than the one it waited for and meet it as `TransactionTooOld`; here the
+    // id comes with the first write, after the lock.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('cairn.instance:' || $1::text, 0))")
+        .bind(id.as_uuid())
+        .execute(&mut *tx)
+        .await?;
+    let state: Option<String> = sqlx::query_scalar("SELECT state FROM api.instances WHERE id = $1")
+        .bind(id.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await?;
     if state.as_deref().is_none_or(|s| s == "removed") {
         return Err(InstanceError::NotFound);
     }

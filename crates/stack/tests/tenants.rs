@@ -758,3 +758,92 @@ async fn an_instance_setting_beats_the_default_for_that_instance_only() {
     );
     stack.stop().await.unwrap();
 }
+
+/// Instance domains under contention: ten instances race for the same five domains, each claim
+/// sent by several clients at once; every domain ends with exactly one instance, the registry and
+/// the events agree on which, and the losers got ALREADY_EXISTS (never an internal error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_instances_claim_each_domain_exactly_once() {
+    let stack = Stack::start().await.unwrap();
+    let system = system_token(&stack).await;
+    let mut sys_client = SystemServiceClient::new(stack.channel());
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        let added = sys_client
+            .add_instance(with_token(
+                sys::AddInstanceRequest {
+                    name: format!("Racer {n}"),
+                    ..Default::default()
+                },
+                &system,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        ids.push(added.instance_id);
+    }
+    let domains: Vec<String> = (0..5).map(|d| format!("d{d}.race.example")).collect();
+    let mut racers = tokio::task::JoinSet::new();
+    for id in &ids {
+        for domain in &domains {
+            for _ in 0..2 {
+                let (id, domain, system) = (id.clone(), domain.clone(), system.clone());
+                let mut client = SystemServiceClient::new(stack.channel());
+                racers.spawn(async move {
+                    let result = client
+                        .add_instance_domain(with_token(
+                            sys::AddInstanceDomainRequest {
+                                instance_id: id.clone(),
+                                domain: domain.clone(),
+                            },
+                            &system,
+                        ))
+                        .await;
+                    (id, domain, result.map(|_| ()).map_err(|s| s.code()))
+                });
+            }
+        }
+    }
+    let mut winners: std::collections::HashMap<String, std::collections::HashSet<String>> =
+        std::collections::HashMap::new();
+    while let Some(joined) = racers.join_next().await {
+        let (id, domain, result) = joined.unwrap();
+        match result {
+            Ok(()) => {
+                winners.entry(domain).or_default().insert(id);
+            }
+            // Lost to another instance, or to a concurrent change of the same instance.
+            Err(Code::AlreadyExists | Code::Aborted) => {}
+            Err(other) => panic!("{id} claiming {domain}: {other:?}"),
+        }
+    }
+    for domain in &domains {
+        let holders = winners.get(domain).cloned().unwrap_or_default();
+        assert_eq!(holders.len(), 1, "{domain} was granted to {holders:?}");
+        let holder = holders.into_iter().next().unwrap();
+        let registry: Vec<uuid::Uuid> =
+            sqlx::query_scalar("SELECT instance_id FROM api.instance_domains WHERE domain = $1")
+                .bind(domain)
+                .fetch_all(&stack.db.pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            registry,
+            [holder.parse::<uuid::Uuid>().unwrap()],
+            "{domain} in the registry"
+        );
+        let claimed: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT aggregate_id FROM eventstore.events WHERE event_type = 'instance.domain.added' \
+               AND payload->>'domain' = $1",
+        )
+        .bind(domain)
+        .fetch_all(&stack.db.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            claimed, registry,
+            "{domain}: the events and the registry disagree"
+        );
+    }
+    stack.stop().await.unwrap();
+}
