@@ -108,6 +108,20 @@ impl PgEventStore {
         Ok(stored_events(push, pushed))
     }
 
+    /// [`EventStore::load_aggregate`] on the caller's connection: for a caller that holds a
+    /// transaction (and a lock in it) and must not wait for a second connection from the pool while
+    /// it does, which under contention would leave the pool's connections all waiting on each other.
+    pub async fn load_aggregate_in(
+        &self,
+        conn: &mut PgConnection,
+        instance: InstanceId,
+        aggregate_type: &AggregateType,
+        aggregate_id: AggregateId,
+        after_sequence: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        load_aggregate_with(conn, instance, aggregate_type, aggregate_id, after_sequence).await
+    }
+
     /// Wakes listeners of [`NOTIFY_CHANNEL`] after a commit (coalesced with other commits).
     pub fn announce(&self, position: Position) {
         self.announcer.send_if_modified(|latest| {
@@ -321,6 +335,29 @@ fn stored_events(push: Push, pushed: Pushed) -> Vec<StoredEvent> {
     stored
 }
 
+/// One aggregate's events after `after_sequence`, in sequence order, read through `executor`.
+async fn load_aggregate_with<'e, E: PgExecutor<'e>>(
+    executor: E,
+    instance: InstanceId,
+    aggregate_type: &AggregateType,
+    aggregate_id: AggregateId,
+    after_sequence: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {EVENT_COLUMNS} FROM eventstore.events \
+         WHERE instance_id = $1 AND aggregate_type = $2 AND aggregate_id = $3 AND sequence > $4 \
+         ORDER BY sequence"
+    ))
+    .bind(instance.as_uuid())
+    .bind(aggregate_type.as_str())
+    .bind(aggregate_id.as_uuid())
+    .bind(after_sequence)
+    .fetch_all(executor)
+    .await
+    .map_err(unavailable)?;
+    rows.iter().map(event_from_row).collect()
+}
+
 /// Maps the push function's errors to typed store errors.
 fn push_error(error: sqlx::Error, push: &Push) -> StoreError {
     let Some(db) = error
@@ -528,19 +565,7 @@ impl EventStore for PgEventStore {
         aggregate_id: AggregateId,
         after_sequence: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM eventstore.events \
-             WHERE instance_id = $1 AND aggregate_type = $2 AND aggregate_id = $3 AND sequence > $4 \
-             ORDER BY sequence"
-        ))
-        .bind(instance.as_uuid())
-        .bind(aggregate_type.as_str())
-        .bind(aggregate_id.as_uuid())
-        .bind(after_sequence)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        rows.iter().map(event_from_row).collect()
+        load_aggregate_with(&self.pool, instance, aggregate_type, aggregate_id, after_sequence).await
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {

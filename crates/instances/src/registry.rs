@@ -11,7 +11,7 @@
 use crate::{Bootstrapped, InstanceError};
 pub use cairn_domain::InstanceSettings;
 use cairn_domain::{Aggregate, AggregateId, Decision, DisplayName, Instance, InstanceId, StoredEvent};
-use cairn_eventstore::{EventStore, ExpectedSequence, PgEventStore, Push, StoreError, UniqueOp};
+use cairn_eventstore::{ExpectedSequence, PgEventStore, Push, StoreError, UniqueOp};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
@@ -305,8 +305,10 @@ async fn change_once(
         return Err(InstanceError::NotFound);
     }
     let aggregate = AggregateId::from_uuid(id.as_uuid());
+    // On the transaction's own connection: while it holds the instance's lock it must not wait for
+    // a second connection, which the changes queued behind that lock may all be holding.
     let events = store
-        .load_aggregate(id, &Instance::aggregate_type(), aggregate, 0)
+        .load_aggregate_in(&mut tx, id, &Instance::aggregate_type(), aggregate, 0)
         .await?;
     let instance: Instance = cairn_domain::rebuild(&events)?;
     if !instance.exists() {
