@@ -62,15 +62,34 @@ impl<A> Written<A> {
 /// The connection a command writes through: a transaction (begun lazily) or, for a command that
 /// needs nothing but its push, none at all — the push is then one autocommit statement, one round
 /// trip.
+///
+/// A command with an idempotency key *requires* its transaction (its events commit with the key),
+/// but begins it only at its first push: reads before that go through the pool without the command
+/// holding a connection meanwhile, so a burst of keyed commands larger than the pool cannot leave
+/// every connection held by a command that waits for one more.
 pub struct Tx {
     pool: PgPool,
     inner: Option<Transaction<'static, Postgres>>,
+    required: bool,
 }
 
 impl Tx {
     /// A lazy transaction on `pool`.
     pub fn lazy(pool: PgPool) -> Self {
-        Self { pool, inner: None }
+        Self {
+            pool,
+            inner: None,
+            required: false,
+        }
+    }
+
+    /// A lazy transaction on `pool` that every push of the command goes through.
+    pub fn required(pool: PgPool) -> Self {
+        Self {
+            pool,
+            inner: None,
+            required: true,
+        }
     }
 
     /// The transaction's connection, beginning the transaction if needed: everything written
@@ -109,11 +128,32 @@ impl Executor {
     /// Loads an aggregate: its snapshot (if one of the current schema exists) plus the events after
     /// it; refreshes the snapshot when the tail is long.
     pub async fn load<A: Aggregate>(&self, instance: InstanceId, id: AggregateId) -> Result<A, ApiError> {
+        self.load_on(None, instance, id).await
+    }
+
+    /// [`Executor::load`] on `conn` when given: a command that holds a transaction reads through
+    /// it, never through a second connection from the pool (with as many such commands as the pool
+    /// has connections, each would wait for another forever). Snapshots are then only read; the
+    /// next load outside a transaction refreshes them.
+    async fn load_on<A: Aggregate>(
+        &self,
+        mut conn: Option<&mut PgConnection>,
+        instance: InstanceId,
+        id: AggregateId,
+    ) -> Result<A, ApiError> {
         let kind = A::aggregate_type();
-        let snapshot = self
-            .store
-            .load_snapshot(instance, &kind, id, A::SNAPSHOT_VERSION)
-            .await?;
+        let snapshot = match conn.as_deref_mut() {
+            Some(conn) => {
+                self.store
+                    .load_snapshot_in(conn, instance, &kind, id, A::SNAPSHOT_VERSION)
+                    .await?
+            }
+            None => {
+                self.store
+                    .load_snapshot(instance, &kind, id, A::SNAPSHOT_VERSION)
+                    .await?
+            }
+        };
         let (mut state, after) = match snapshot {
             Some(s) => match serde_json::from_value::<A>(s.state) {
                 Ok(state) => (state, s.sequence),
@@ -121,11 +161,20 @@ impl Executor {
             },
             None => (A::default(), 0),
         };
-        let tail = self.store.load_aggregate(instance, &kind, id, after).await?;
+        let in_transaction = conn.is_some();
+        let tail = match conn {
+            Some(conn) => {
+                self.store
+                    .load_aggregate_in(conn, instance, &kind, id, after)
+                    .await?
+            }
+            None => self.store.load_aggregate(instance, &kind, id, after).await?,
+        };
         for event in &tail {
             state.apply(event)?;
         }
-        if tail.len() > SNAPSHOT_EVERY
+        if !in_transaction
+            && tail.len() > SNAPSHOT_EVERY
             && let Ok(value) = serde_json::to_value(&state)
         {
             let snapshot = Snapshot {
@@ -181,7 +230,8 @@ impl Executor {
             let mut state: A = if fresh && attempt == 0 {
                 A::default()
             } else {
-                self.load(instance, id).await?
+                let conn = tx.inner.as_deref_mut();
+                self.load_on(conn, instance, id).await?
             };
             if let Some(expected) = expected
                 && expected != state.sequence()
@@ -215,6 +265,9 @@ impl Executor {
                 push = push.and(other);
             }
             let push = push.traced(cairn_telemetry::propagation::traceparent());
+            if tx.required && tx.inner.is_none() {
+                tx.conn().await?;
+            }
             let result = match tx.inner.as_mut() {
                 // Inside a transaction: a savepoint lets a conflict be retried in it.
                 Some(conn) => {
@@ -347,9 +400,9 @@ impl Executor {
             if let Some(stored) = self.stored_response(caller, key, fingerprint).await? {
                 return Ok(stored);
             }
-            // The events and the key commit together. BEGIN takes no transaction id: the
-            // transaction gets its position only when it first writes, as late as possible.
-            tx.conn().await?;
+            // The events and the key commit together; the transaction begins at the first push
+            // (or at the key's claim), so the command holds no connection while it reads.
+            tx = Tx::required(self.pool.clone());
         }
         let (mut tx, response, position) = match body(tx).await {
             Ok(done) => done,

@@ -122,6 +122,19 @@ impl PgEventStore {
         load_aggregate_with(conn, instance, aggregate_type, aggregate_id, after_sequence).await
     }
 
+    /// [`EventStore::load_snapshot`] on the caller's connection (see
+    /// [`PgEventStore::load_aggregate_in`]).
+    pub async fn load_snapshot_in(
+        &self,
+        conn: &mut PgConnection,
+        instance: InstanceId,
+        aggregate_type: &AggregateType,
+        aggregate_id: AggregateId,
+        schema_version: i32,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        load_snapshot_with(conn, instance, aggregate_type, aggregate_id, schema_version).await
+    }
+
     /// Wakes listeners of [`NOTIFY_CHANNEL`] after a commit (coalesced with other commits).
     pub fn announce(&self, position: Position) {
         self.announcer.send_if_modified(|latest| {
@@ -356,6 +369,38 @@ async fn load_aggregate_with<'e, E: PgExecutor<'e>>(
     .await
     .map_err(unavailable)?;
     rows.iter().map(event_from_row).collect()
+}
+
+/// The aggregate's snapshot of `schema_version`, read through `executor`.
+async fn load_snapshot_with<'e, E: PgExecutor<'e>>(
+    executor: E,
+    instance: InstanceId,
+    aggregate_type: &AggregateType,
+    aggregate_id: AggregateId,
+    schema_version: i32,
+) -> Result<Option<Snapshot>, StoreError> {
+    let row = sqlx::query(
+        "SELECT sequence, state FROM eventstore.snapshots \
+         WHERE instance_id = $1 AND aggregate_type = $2 AND aggregate_id = $3 AND schema_version = $4",
+    )
+    .bind(instance.as_uuid())
+    .bind(aggregate_type.as_str())
+    .bind(aggregate_id.as_uuid())
+    .bind(schema_version)
+    .fetch_optional(executor)
+    .await
+    .map_err(unavailable)?;
+    row.map(|row| {
+        Ok(Snapshot {
+            instance_id: instance,
+            aggregate_type: aggregate_type.clone(),
+            aggregate_id,
+            sequence: row.try_get(0).map_err(unavailable)?,
+            schema_version,
+            state: row.try_get(1).map_err(unavailable)?,
+        })
+    })
+    .transpose()
 }
 
 /// Maps the push function's errors to typed store errors.
@@ -597,28 +642,7 @@ impl EventStore for PgEventStore {
         aggregate_id: AggregateId,
         schema_version: i32,
     ) -> Result<Option<Snapshot>, StoreError> {
-        let row = sqlx::query(
-            "SELECT sequence, state FROM eventstore.snapshots \
-             WHERE instance_id = $1 AND aggregate_type = $2 AND aggregate_id = $3 AND schema_version = $4",
-        )
-        .bind(instance.as_uuid())
-        .bind(aggregate_type.as_str())
-        .bind(aggregate_id.as_uuid())
-        .bind(schema_version)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        row.map(|row| {
-            Ok(Snapshot {
-                instance_id: instance,
-                aggregate_type: aggregate_type.clone(),
-                aggregate_id,
-                sequence: row.try_get(0).map_err(unavailable)?,
-                schema_version,
-                state: row.try_get(1).map_err(unavailable)?,
-            })
-        })
-        .transpose()
+        load_snapshot_with(&self.pool, instance, aggregate_type, aggregate_id, schema_version).await
     }
 }
 
