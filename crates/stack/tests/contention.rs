@@ -82,3 +82,83 @@ async fn more_keyed_commands_than_pooled_connections_all_complete() {
     );
     stack.stop().await.unwrap();
 }
+
+/// Membership commands lock their members in their transaction, then check that the members exist:
+/// 64 of them at once (pool of 16), no idempotency keys, must all complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn more_membership_commands_than_pooled_connections_all_complete() {
+    use cairn_proto::group::v1 as group;
+    let stack = Stack::start().await.unwrap();
+    let token = stack.admin.token.to_string();
+    fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    }
+    let auth = |message| authed(message, &token);
+    let auth_group = |message| authed(message, &token);
+    let auth_members = |message| authed(message, &token);
+    let mut pairs = Vec::new();
+    for n in 0..64 {
+        let member = stack
+            .users()
+            .add_human_user(auth(user::AddHumanUserRequest {
+                user_name: format!("member{n}"),
+                profile: Some(user::HumanProfile {
+                    display_name: format!("Member {n}"),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap()
+            .id;
+        let group_id = stack
+            .groups()
+            .add_group(auth_group(group::AddGroupRequest {
+                display_name: format!("team{n}"),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .group
+            .unwrap()
+            .id;
+        pairs.push((group_id, member));
+    }
+    let mut calls = tokio::task::JoinSet::new();
+    for (group_id, member) in pairs {
+        let mut groups = stack.groups();
+        let request = auth_members(group::MembersRequest {
+            group_id,
+            user_ids: vec![member],
+            ..Default::default()
+        });
+        calls.spawn(async move {
+            groups
+                .add_members(request)
+                .await
+                .map(|_| ())
+                .map_err(|status| format!("{:?} {}", status.code(), status.message()))
+        });
+    }
+    let mut failures = Vec::new();
+    while let Some(joined) = calls.join_next().await {
+        if let Err(failure) = joined.unwrap() {
+            failures.push(failure);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 64 membership commands failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    stack.stop().await.unwrap();
+}
