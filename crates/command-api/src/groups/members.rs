@@ -20,6 +20,16 @@ pub async fn existing_users(
     caller: &Caller,
     users: &[AggregateId],
 ) -> Result<HashSet<AggregateId>, ApiError> {
+    existing_users_on(&api.exec.pool, caller, users).await
+}
+
+/// [`existing_users`] through `executor` (a command's transaction, which must not wait for a
+/// second pooled connection while it holds its members' locks).
+async fn existing_users_on<'e, E: sqlx::PgExecutor<'e>>(
+    executor: E,
+    caller: &Caller,
+    users: &[AggregateId],
+) -> Result<HashSet<AggregateId>, ApiError> {
     let ids: Vec<uuid::Uuid> = users.iter().map(|u| u.as_uuid()).collect();
     let found: Vec<uuid::Uuid> = sqlx::query_scalar(
         "SELECT e.aggregate_id FROM eventstore.events e \
@@ -29,7 +39,7 @@ pub async fn existing_users(
     )
     .bind(caller.instance_id.as_uuid())
     .bind(&ids)
-    .fetch_all(&api.exec.pool)
+    .fetch_all(executor)
     .await?;
     Ok(found.into_iter().map(AggregateId::from_uuid).collect())
 }
@@ -46,14 +56,14 @@ pub(super) fn parse_members(p: &mut Parser, field: &str, ids: &[String]) -> Vec<
 }
 
 pub(super) async fn check_members(
-    api: &Api,
+    conn: &mut sqlx::PgConnection,
     caller: &Caller,
     members: &[AggregateId],
 ) -> Result<(), ApiError> {
     if members.is_empty() {
         return Ok(());
     }
-    let existing = existing_users(api, caller, members).await?;
+    let existing = existing_users_on(conn, caller, members).await?;
     let missing: Vec<String> = members
         .iter()
         .filter(|m| !existing.contains(m))

@@ -65,8 +65,9 @@ pub(super) async fn group_command<T: prost::Message>(
                 let org = visible_group(api, caller_ref, id).await?.org_id().unwrap_or(id);
                 if !members.is_empty() {
                     // No member may be removed between this check and the commit.
-                    lock_users(tx.conn().await?, caller_ref.instance_id, members, false).await?;
-                    check_members(api, caller_ref, members).await?;
+                    let conn = tx.conn().await?;
+                    lock_users(&mut *conn, caller_ref.instance_id, members, false).await?;
+                    check_members(conn, caller_ref, members).await?;
                 }
                 let written: Written<Group> = api
                     .exec
@@ -127,8 +128,9 @@ pub(super) async fn add_group(
                 let org = target_org(api, caller_ref, &req_ref.org_id).await?;
                 if !members.is_empty() {
                     // No member may be removed between this check and the commit.
-                    lock_users(tx.conn().await?, caller_ref.instance_id, members, false).await?;
-                    check_members(api, caller_ref, members).await?;
+                    let conn = tx.conn().await?;
+                    lock_users(&mut *conn, caller_ref.instance_id, members, false).await?;
+                    check_members(conn, caller_ref, members).await?;
                 }
                 let command = AddGroup {
                     org_id: org,
