@@ -162,3 +162,67 @@ async fn more_membership_commands_than_pooled_connections_all_complete() {
     );
     stack.stop().await.unwrap();
 }
+
+/// A removal locks its user in its transaction, then reads the user's groups once the read model
+/// has caught up (through the pool, while it holds the lock): 64 removals at once (an identity
+/// provider deprovisioning a department) with a pool of 16 must all complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn more_removals_than_pooled_connections_all_complete() {
+    let stack = Stack::start().await.unwrap();
+    let token = stack.admin.token.to_string();
+    let authed = |message: user::AddHumanUserRequest| {
+        let mut request = tonic::Request::new(message);
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    };
+    let mut ids = Vec::new();
+    for n in 0..64 {
+        let added = stack
+            .users()
+            .add_human_user(authed(user::AddHumanUserRequest {
+                user_name: format!("leaver{n}"),
+                profile: Some(user::HumanProfile {
+                    display_name: format!("Leaver {n}"),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        ids.push(added.user.unwrap().id);
+    }
+    let mut calls = tokio::task::JoinSet::new();
+    for id in ids {
+        let (mut users, token) = (stack.users(), token.clone());
+        calls.spawn(async move {
+            let mut request = tonic::Request::new(user::UserIdRequest {
+                user_id: id,
+                ..Default::default()
+            });
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            users
+                .remove_user(request)
+                .await
+                .map(|_| ())
+                .map_err(|status| format!("{:?} {}", status.code(), status.message()))
+        });
+    }
+    let mut failures = Vec::new();
+    while let Some(joined) = calls.join_next().await {
+        if let Err(failure) = joined.unwrap() {
+            failures.push(failure);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 64 removals failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    stack.stop().await.unwrap();
+}
