@@ -38,6 +38,8 @@ pub struct Api {
     pub trust_idp_emails: bool,
     /// Recently resolved target organisations.
     pub org_cache: OrgCache,
+    /// Permits for `RemoveUser` commands running at once (see `REMOVALS_AT_ONCE`).
+    pub removals: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// Key: (instance, requested org id text, caller's org binding).

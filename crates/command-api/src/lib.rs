@@ -52,6 +52,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// Connections in command-api's pool.
+const POOL_SIZE: u32 = 16;
+
+/// `RemoveUser` commands running at once in this process. A removal holds its transaction's
+/// connection (with the user's lock) while it reads the user's groups through the pool; with at
+/// most half the pool held that way, the reads always find a connection.
+const REMOVALS_AT_ONCE: usize = POOL_SIZE as usize / 2;
+
 /// Settings of the command-api service.
 #[derive(Parser, Clone)]
 #[command(name = "command-api", version, about = "Cairn's gRPC and REST APIs")]
@@ -192,7 +200,7 @@ pub async fn start_with_clock(
     let pool = rt
         .postgres(
             &config.database_url,
-            16,
+            POOL_SIZE,
             cairn_eventstore::IDLE_IN_TRANSACTION_TIMEOUT,
         )
         .await?;
@@ -212,6 +220,7 @@ pub async fn start_with_clock(
         wait_timeout: settings.wait_timeout,
         trust_idp_emails: settings.trust_idp_emails,
         org_cache: api::OrgCache::default(),
+        removals: Arc::new(tokio::sync::Semaphore::new(REMOVALS_AT_ONCE)),
     };
     if config.bootstrap
         && let Some(created) = cairn_instances::bootstrap(

@@ -68,6 +68,13 @@ pub(super) async fn remove_user(
     let key = Api::idempotency_key(&request);
     let caller_ref = &caller;
     let pinned = expected(req.expected_sequence);
+    // A removal holds a connection while it reads through a second one: never more removals at
+    // once than leave the pool a connection for those reads.
+    let _permit = api
+        .removals
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Unavailable("the service is stopping".into()))?;
     let response = api
         .exec
         .run(
