@@ -102,12 +102,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     let instances = count("CAIRN_BENCH_TENANTS", 1000);
     let per_tenant = count("CAIRN_BENCH_TENANT_USERS", 100);
     let stack = Arc::new(Stack::start().await?);
-    let system = {
-        let mut tx = cairn_eventstore::begin(&stack.db.pool).await?;
-        let issued = cairn_auth::tokens::issue_system(&mut tx, Some("bench"), None).await?;
-        tx.commit().await?;
-        format!("Bearer {}", issued.secret.as_str())
-    };
+    let system = format!("Bearer {}", stack.system_token().await?);
 
     // Users: first as many in the stack's own instance as all tenants will hold together (projected
     // by one worker per projection, quickly), then 100 in each tenant.

@@ -231,22 +231,11 @@ impl SystemService for System {
             );
         }
         if settings.is_some() || req.set_limits {
-            let current = match &record {
-                Some(r) => r.settings.clone(),
-                None => registry::settings(&self.api.exec.pool, id)
-                    .await
-                    .map_err(ApiError::from)?,
-            };
             let limits = req.set_limits.then(|| Limits(req.limits.into_iter().collect()));
             record = Some(
-                registry::set_settings(
-                    &self.api.exec.pool,
-                    id,
-                    settings.as_ref().unwrap_or(&current),
-                    limits.as_ref(),
-                )
-                .await
-                .map_err(ApiError::from)?,
+                registry::set_settings(&self.api.exec.pool, id, settings.as_ref(), limits.as_ref())
+                    .await
+                    .map_err(ApiError::from)?,
             );
             // Callers carry their instance's settings from the token cache.
             self.api.auth.forget("*");

@@ -1,5 +1,6 @@
-//! The instance registry, `api.instances` and `api.instance_domains`: every statement over those
-//! tables is here. A change is the instance aggregate's event and the registry's row in one
+//! The instance registry, `api.instances` and `api.instance_domains`: every statement that writes
+//! those tables is here (the token lookup in `cairn-auth` reads an instance's state and settings
+//! with its token, in one statement). A change is the instance aggregate's event and the registry's row in one
 //! transaction, which holds the instance's lock from its first read to its commit, so changes of
 //! one instance run one after the other and the registry always equals the events.
 //!
@@ -531,30 +532,38 @@ pub async fn remove(
     .await
 }
 
-/// Sets instance `id`'s own settings (`None` fields return to the deployment's defaults) and, when
-/// given, its limits.
+/// Sets instance `id`'s own settings when given (`None` fields return to the deployment's
+/// defaults) and its limits when given; what is not given stays as it is.
 pub async fn set_settings(
     pool: &PgPool,
     id: InstanceId,
-    settings: &InstanceSettings,
+    settings: Option<&InstanceSettings>,
     limits: Option<&Limits>,
 ) -> Result<InstanceRecord, InstanceError> {
-    settings.validate()?;
+    if let Some(settings) = settings {
+        settings.validate()?;
+    }
+    let unset = InstanceSettings::default();
+    let given = settings.unwrap_or(&unset);
     let limits = limits
         .map(|l| serde_json::Value::Object(l.0.iter().map(|(k, v)| (k.clone(), (*v).into())).collect()));
     let mut tx = cairn_eventstore::begin(pool).await?;
     let updated = sqlx::query(
-        "UPDATE api.instances SET email_code_ttl_secs = $2, email_code_max_attempts = $3, \
-                scim_emails_verified = $4, default_language = $5, limits = coalesce($6, limits), \
-                changed_at = clock_timestamp() \
+        "UPDATE api.instances SET \
+                email_code_ttl_secs = CASE WHEN $7 THEN $2 ELSE email_code_ttl_secs END, \
+                email_code_max_attempts = CASE WHEN $7 THEN $3 ELSE email_code_max_attempts END, \
+                scim_emails_verified = CASE WHEN $7 THEN $4 ELSE scim_emails_verified END, \
+                default_language = CASE WHEN $7 THEN $5 ELSE default_language END, \
+                limits = coalesce($6, limits), changed_at = clock_timestamp() \
           WHERE id = $1 AND state <> 'removed'",
     )
     .bind(id.as_uuid())
-    .bind(settings.email_code_ttl_secs)
-    .bind(settings.email_code_max_attempts)
-    .bind(settings.scim_emails_verified)
-    .bind(&settings.default_language)
+    .bind(given.email_code_ttl_secs)
+    .bind(given.email_code_max_attempts)
+    .bind(given.scim_emails_verified)
+    .bind(&given.default_language)
     .bind(limits)
+    .bind(settings.is_some())
     .execute(&mut *tx)
     .await?
     .rows_affected();

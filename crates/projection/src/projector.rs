@@ -14,7 +14,7 @@ use crate::Projection;
 use crate::lease::{Key, Leases, assign};
 use crate::worker::{Step, WorkerConfig, WorkerError, step};
 use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull};
-use cairn_domain::InstanceId;
+use cairn_domain::{InstanceId, Position};
 use cairn_eventstore::PgEventStore;
 use futures::StreamExt;
 use sqlx::PgPool;
@@ -138,7 +138,7 @@ impl Projector {
                 )))
             });
         let watcher = AbortOnDropHandle::new(tokio::spawn(watch_heads(
-            self.pool.clone(),
+            self.store.clone(),
             wakers.clone(),
             self.config.head_check,
             shutdown.clone(),
@@ -351,8 +351,8 @@ const IDLE_SAFETY_FACTOR: u32 = 15;
 /// wakes the workers of each instance whose head moved: the periodic check behind the JetStream
 /// doorbell (a lost message, a NATS outage) costs one statement per replica, not two per worker,
 /// which matters with thousands of tenants (five projections each).
-async fn watch_heads(pool: PgPool, wakers: Wakers, head_check: Duration, shutdown: CancellationToken) {
-    let mut seen: HashMap<InstanceId, (i64, i32)> = HashMap::new();
+async fn watch_heads(store: PgEventStore, wakers: Wakers, head_check: Duration, shutdown: CancellationToken) {
+    let mut seen: HashMap<InstanceId, Position> = HashMap::new();
     let mut tick = tokio::time::interval(head_check);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -360,23 +360,14 @@ async fn watch_heads(pool: PgPool, wakers: Wakers, head_check: Duration, shutdow
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        let instances: Vec<Uuid> = {
+        let instances: Vec<InstanceId> = {
             let wakers = wakers.lock().unwrap_or_else(|p| p.into_inner());
-            wakers.keys().map(|i| i.as_uuid()).collect()
+            wakers.keys().copied().collect()
         };
         if instances.is_empty() {
             continue;
         }
-        let heads: Vec<(Uuid, Option<i64>, Option<i32>)> = match sqlx::query_as(
-            "SELECT i, h.position, h.in_tx_order FROM unnest($1::uuid[]) AS i \
-               LEFT JOIN LATERAL (SELECT e.position, e.in_tx_order FROM eventstore.events e \
-                                   WHERE e.instance_id = i AND e.position < eventstore.visible_below() \
-                                   ORDER BY e.position DESC, e.in_tx_order DESC LIMIT 1) h ON true",
-        )
-        .bind(&instances)
-        .fetch_all(&pool)
-        .await
-        {
+        let heads = match store.head_positions(&instances).await {
             Ok(heads) => heads,
             Err(error) => {
                 // The workers' own safety-net checks carry on meanwhile.
@@ -386,11 +377,7 @@ async fn watch_heads(pool: PgPool, wakers: Wakers, head_check: Duration, shutdow
         };
         let moved: Vec<InstanceId> = heads
             .into_iter()
-            .filter_map(|(instance, position, offset)| {
-                let instance = InstanceId::from_uuid(instance);
-                let head = (position?, offset?);
-                (seen.insert(instance, head) != Some(head)).then_some(instance)
-            })
+            .filter_map(|(instance, head)| (seen.insert(instance, head) != Some(head)).then_some(instance))
             .collect();
         if moved.is_empty() {
             continue;

@@ -22,7 +22,8 @@
 //! them like past any other event of the batch.
 
 use crate::{PROJECTION_CHANNEL, Projection};
-use cairn_domain::{EventType, InstanceId, Position, StoredEvent};
+use cairn_domain::instance::InstanceRemoved;
+use cairn_domain::{EventPayload, InstanceId, Position, StoredEvent};
 use cairn_eventstore::{EventFilter, EventStore, PgEventStore, StoreError};
 use sqlx::{PgConnection, PgPool, Row};
 use std::borrow::Cow;
@@ -89,9 +90,6 @@ struct Stored {
     removed: bool,
 }
 
-/// The event after which an instance has nothing left in any read model.
-const INSTANCE_REMOVED: &str = "instance.removed";
-
 async fn load_state(pool: &PgPool, name: &str, instance: InstanceId) -> Result<Stored, sqlx::Error> {
     let row = sqlx::query(
         "SELECT position, position_offset, rebuild_requested, status = 'removed' FROM projections.projection_states \
@@ -140,10 +138,12 @@ pub async fn step(
     if state.exists && state.position >= head {
         return Ok(Step::Idle);
     }
+    // After `instance.removed` an instance has nothing left in any read model.
+    let removed_type = InstanceRemoved::event_type();
     let mut event_types = projection.event_types();
-    let reduces_removal = event_types.iter().any(|t| t.as_str() == INSTANCE_REMOVED);
-    if !reduces_removal && let Ok(removed) = EventType::parse(INSTANCE_REMOVED) {
-        event_types.push(removed);
+    let reduces_removal = event_types.contains(&removed_type);
+    if !reduces_removal {
+        event_types.push(removed_type.clone());
     }
     let filter = EventFilter {
         instance_id: Some(instance),
@@ -157,10 +157,7 @@ pub async fn step(
     // The instance's removal ends its history: the events before it are applied as usual, then
     // every row of the instance is dropped (the projection's own reset) with its failed events,
     // and the state says `removed`, which the projector reads to let the lease go.
-    let removal = match events
-        .iter()
-        .position(|e| e.event_type.as_str() == INSTANCE_REMOVED)
-    {
+    let removal = match events.iter().position(|e| e.event_type == removed_type) {
         Some(at) => {
             let removal = events[at].clone();
             events.truncate(if reduces_removal { at + 1 } else { at });

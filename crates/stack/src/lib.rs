@@ -372,6 +372,14 @@ impl Stack {
             .map_err(|e| anyhow::anyhow!("{e}"))
     }
 
+    /// A new system token (the system API only), as `cairn system-token create` makes one.
+    pub async fn system_token(&self) -> anyhow::Result<String> {
+        let mut tx = cairn_eventstore::begin(&self.db.pool).await?;
+        let issued = cairn_auth::tokens::issue_system(&mut tx, Some("test stack"), None).await?;
+        tx.commit().await?;
+        Ok(issued.secret.to_string())
+    }
+
     /// A new API token of the bootstrapped instance, acting as its admin user, with `roles`.
     pub async fn token_with(&self, roles: &[Role]) -> anyhow::Result<String> {
         admin_token(&self.api().exec.pool, &self.admin, TokenKind::Api, roles.to_vec()).await

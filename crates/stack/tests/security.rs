@@ -256,14 +256,7 @@ async fn every_rpc_and_route_refuses_a_missing_or_malformed_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_rpc_admits_exactly_the_token_kinds_it_should() {
     let stack = Stack::start().await.unwrap();
-    let system = {
-        let mut tx = cairn_eventstore::begin(&stack.db.pool).await.unwrap();
-        let issued = cairn_auth::tokens::issue_system(&mut tx, Some("matrix"), None)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-        format!("Bearer {}", issued.secret.as_str())
-    };
+    let system = format!("Bearer {}", stack.system_token().await.unwrap());
     let admin = format!("Bearer {}", stack.admin.token.as_str());
     let refused = |code: Code| matches!(code, Code::Unauthenticated | Code::PermissionDenied);
     let mut checked = 0;

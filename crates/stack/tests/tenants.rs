@@ -52,12 +52,7 @@ struct Tenant {
 }
 
 async fn system_token(stack: &Stack) -> String {
-    let mut tx = cairn_eventstore::begin(&stack.db.pool).await.unwrap();
-    let issued = cairn_auth::tokens::issue_system(&mut tx, Some("test"), None)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    issued.secret.to_string()
+    stack.system_token().await.unwrap()
 }
 
 async fn rows_of(stack: &Stack, instance: &str) -> i64 {
