@@ -406,7 +406,7 @@ pub(crate) async fn credential(pool: &sqlx::PgPool, id: &str) -> Result<Option<C
     let Some(row) = sqlx::query(
         "SELECT t.instance_id, t.org_id, t.principal_id, t.roles, t.hash, t.expires_at, t.revoked_at, t.kind, \
                 i.state AS instance_state, i.email_code_ttl_secs, i.email_code_max_attempts, \
-                i.scim_emails_verified, i.default_language \
+                i.scim_emails_verified, i.default_language, i.scim_erase_on_delete \
            FROM api.tokens t LEFT JOIN api.instances i ON i.id = t.instance_id WHERE t.id = $1",
     )
     .bind(id)
@@ -424,6 +424,7 @@ pub(crate) async fn credential(pool: &sqlx::PgPool, id: &str) -> Result<Option<C
             email_code_max_attempts: row.try_get("email_code_max_attempts")?,
             scim_emails_verified: row.try_get("scim_emails_verified")?,
             default_language: row.try_get("default_language")?,
+            scim_erase_on_delete: row.try_get("scim_erase_on_delete")?,
         },
         org_id: row.try_get("org_id")?,
         principal_id: row.try_get("principal_id")?,

@@ -93,9 +93,11 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
 
     // The instance and its tokens, as `cairn init` and `cairn token create` would make them.
     let store = cairn_eventstore::PgEventStore::new(db.pool.clone());
+    let vault = cairn_personal::Vault::new(cairn_secrets::Keyring::parse(&keys)?);
     let (_, scim_token) = cairn_stack::bootstrap(
         &db.pool,
         &store,
+        &vault,
         "Bench",
         cairn_domain::Clock::now(&cairn_domain::SystemClock),
     )

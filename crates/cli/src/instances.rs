@@ -47,6 +47,9 @@ pub enum InstanceCommand {
     Remove {
         /// The instance id.
         id: InstanceId,
+        /// Also erase every user of the instance (their data keys are destroyed with the removal).
+        #[arg(long)]
+        erase_personal_data: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -93,7 +96,11 @@ fn record_json(r: &InstanceRecord) -> serde_json::Value {
 }
 
 /// Runs `cairn instances`.
-pub async fn instances(store: &PgEventStore, command: InstanceCommand) -> anyhow::Result<()> {
+pub async fn instances(
+    store: &PgEventStore,
+    vault: impl FnOnce() -> anyhow::Result<cairn_personal::Vault>,
+    command: InstanceCommand,
+) -> anyhow::Result<()> {
     match command {
         InstanceCommand::Add { name, org, json } => {
             let spec = NewInstance {
@@ -102,7 +109,7 @@ pub async fn instances(store: &PgEventStore, command: InstanceCommand) -> anyhow
                 org_name: Some(org),
                 creator: "system:cli".into(),
             };
-            let created = registry::add(store, &spec, SystemClock.now())
+            let created = registry::add(store, &vault()?, &spec, SystemClock.now())
                 .await
                 .map_err(explain)?;
             if json {
@@ -164,8 +171,14 @@ pub async fn instances(store: &PgEventStore, command: InstanceCommand) -> anyhow
                 }
             }
         }
-        InstanceCommand::Remove { id, json } => {
-            let removed = registry::remove(store, id, "system:cli").await.map_err(explain)?;
+        InstanceCommand::Remove {
+            id,
+            erase_personal_data,
+            json,
+        } => {
+            let removed = registry::remove(store, id, "system:cli", erase_personal_data)
+                .await
+                .map_err(explain)?;
             if json {
                 println!("{}", record_json(&removed));
             } else {

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
   cairn projections status
   cairn projections reset users --wait
   cairn events tail --follow
+  cairn personal-data seal
   cairn positions --above 123456789")]
 struct Cli {
     /// The PostgreSQL database that holds Cairn's event store and read models.
@@ -34,6 +35,10 @@ struct Cli {
         default_value = "postgres://postgres@127.0.0.1:5432/cairn"
     )]
     database_url: String,
+    /// The services' encryption keys (`k1:<base64 32 bytes>[,...]`, as command-api's), for the
+    /// commands that seal or open personal data: `init`, `instances add`, `personal-data`.
+    #[arg(long, env = "CAIRN_KEYS", global = true, hide_env_values = true)]
+    keys: Option<cairn_secrets::SecretString>,
     #[command(subcommand)]
     command: Command,
 }
@@ -82,6 +87,11 @@ enum Command {
     Events {
         #[command(subcommand)]
         command: EventCommand,
+    },
+    /// Personal data sealed per user (docs/ARCHITECTURE.md, "Personal data").
+    PersonalData {
+        #[command(subcommand)]
+        command: PersonalDataCommand,
     },
     /// Event positions across backup and restore: shows the position base, or raises it so that
     /// new events land above a given position (for example the stream's last one after a restore
@@ -133,6 +143,21 @@ enum TokenCommand {
 }
 
 #[derive(Subcommand)]
+enum PersonalDataCommand {
+    /// Seals the personal data of events written before sealing existed, in place, and replaces
+    /// plain user-name claims by their blind index; resumable, and a second run finds nothing to
+    /// do. Run it once after upgrading, with command-api stopped.
+    Seal {
+        /// Events per transaction.
+        #[arg(long, default_value_t = 500)]
+        batch: i64,
+    },
+    /// Reseals every user's data key under the keyring's active key (after adding a new key and
+    /// making it active); safe while the services run. Old keyring keys can go once this is done.
+    ResealKeys,
+}
+
+#[derive(Subcommand)]
 enum ProjectionCommand {
     /// Position, lag, status, failures and lease owner of every projection and instance.
     Status,
@@ -181,10 +206,19 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("applying migrations")?;
     let store = PgEventStore::new(pool.clone());
+    let keys = cli.keys;
+    let vault = move || -> anyhow::Result<cairn_personal::Vault> {
+        let keys = keys
+            .context("CAIRN_KEYS (or --keys) is needed: personal data is sealed under the services' keys")?;
+        let ring = cairn_secrets::Keyring::parse(keys.expose_str())
+            .map_err(|e| anyhow::anyhow!("CAIRN_KEYS: {e}"))?;
+        Ok(cairn_personal::Vault::new(ring))
+    };
     match cli.command {
         Command::Migrate { .. } => Ok(()),
-        Command::Init { name, token_file } => init(&store, &name, &token_file).await,
-        Command::Instances { command } => instances::instances(&store, command).await,
+        Command::Init { name, token_file } => init(&store, &vault()?, &name, &token_file).await,
+        Command::Instances { command } => instances::instances(&store, vault, command).await,
+        Command::PersonalData { command } => personal_data(&pool, &vault()?, command).await,
         Command::SystemToken { command } => instances::system_token(&pool, command).await,
         Command::Token { command } => token(&pool, command).await,
         Command::Projections { command } => projections(&pool, &store, command).await,
@@ -239,8 +273,55 @@ async fn migrate(url: &str, create_database: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn init(store: &PgEventStore, name: &str, token_file: &std::path::Path) -> anyhow::Result<()> {
-    match cairn_instances::bootstrap(store, name, SystemClock.now())
+async fn personal_data(
+    pool: &sqlx::PgPool,
+    vault: &cairn_personal::Vault,
+    command: PersonalDataCommand,
+) -> anyhow::Result<()> {
+    match command {
+        PersonalDataCommand::Seal { batch } => {
+            anyhow::ensure!(batch >= 1, "--batch must be at least 1");
+            let report = cairn_personal::seal_existing(pool, vault, batch)
+                .await
+                .context("sealing personal data")?;
+            println!("events sealed:        {}", report.events_sealed);
+            println!(
+                "events of erased users rewritten as erased: {}",
+                report.events_erased
+            );
+            println!("user-name claims blinded: {}", report.claims_blinded);
+            println!("duplicate plain claims dropped: {}", report.claims_conflicting);
+            println!("old user snapshots dropped: {}", report.snapshots_dropped);
+        }
+        PersonalDataCommand::ResealKeys => {
+            let mut conn = pool.acquire().await?;
+            let mut total = 0;
+            loop {
+                let resealed = vault
+                    .reseal_keys(&mut conn, 500)
+                    .await
+                    .context("resealing data keys")?;
+                if resealed == 0 {
+                    break;
+                }
+                total += resealed;
+            }
+            println!(
+                "data keys resealed under {}: {total}",
+                vault.keyring().active_key_id()
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn init(
+    store: &PgEventStore,
+    vault: &cairn_personal::Vault,
+    name: &str,
+    token_file: &std::path::Path,
+) -> anyhow::Result<()> {
+    match cairn_instances::bootstrap(store, vault, name, SystemClock.now())
         .await
         .context("creating the first instance")?
     {

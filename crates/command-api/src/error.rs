@@ -128,6 +128,18 @@ impl From<cairn_auth::AuthError> for ApiError {
     }
 }
 
+impl From<cairn_personal::PersonalError> for ApiError {
+    fn from(error: cairn_personal::PersonalError) -> Self {
+        match error {
+            cairn_personal::PersonalError::Erased(_) => Self::NotFound("user"),
+            cairn_personal::PersonalError::Database(e) => e.into(),
+            // A key that does not open is a configuration fault (a keyring key removed too early)
+            // or tampering: logged with the cause, never shown.
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         Self::Unavailable(error.to_string())

@@ -122,6 +122,8 @@ pub struct Executor {
     pub pool: PgPool,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// Seals personal data before a push and opens it after a load.
+    pub vault: cairn_personal::Vault,
 }
 
 impl Executor {
@@ -137,39 +139,39 @@ impl Executor {
     /// next load outside a transaction refreshes them.
     async fn load_on<A: Aggregate>(
         &self,
-        mut conn: Option<&mut PgConnection>,
+        conn: Option<&mut PgConnection>,
         instance: InstanceId,
         id: AggregateId,
     ) -> Result<A, ApiError> {
-        let kind = A::aggregate_type();
-        let snapshot = match conn.as_deref_mut() {
-            Some(conn) => {
-                self.store
-                    .load_snapshot_in(conn, instance, &kind, id, A::SNAPSHOT_VERSION)
-                    .await?
-            }
-            None => {
-                self.store
-                    .load_snapshot(instance, &kind, id, A::SNAPSHOT_VERSION)
-                    .await?
-            }
-        };
-        let (mut state, after) = match snapshot {
-            Some(s) => match serde_json::from_value::<A>(s.state) {
-                Ok(state) => (state, s.sequence),
-                Err(_) => (A::default(), 0),
-            },
-            None => (A::default(), 0),
-        };
         let in_transaction = conn.is_some();
-        let tail = match conn {
-            Some(conn) => {
-                self.store
-                    .load_aggregate_in(conn, instance, &kind, id, after)
-                    .await?
+        let mut pooled;
+        let conn: &mut PgConnection = match conn {
+            Some(conn) => conn,
+            None => {
+                pooled = self.pool.acquire().await?;
+                &mut pooled
             }
-            None => self.store.load_aggregate(instance, &kind, id, after).await?,
         };
+        let kind = A::aggregate_type();
+        let snapshot = self
+            .store
+            .load_snapshot_in(conn, instance, &kind, id, A::SNAPSHOT_VERSION)
+            .await?;
+        let opened = match &snapshot {
+            Some(s) => self
+                .vault
+                .open_snapshot(conn, s)
+                .await?
+                .and_then(|state| serde_json::from_value::<A>(state).ok())
+                .map(|state| (state, s.sequence)),
+            None => None,
+        };
+        let (mut state, after) = opened.unwrap_or_else(|| (A::default(), 0));
+        let mut tail = self
+            .store
+            .load_aggregate_in(conn, instance, &kind, id, after)
+            .await?;
+        self.vault.open(conn, &mut tail).await?;
         for event in &tail {
             state.apply(event)?;
         }
@@ -177,7 +179,7 @@ impl Executor {
             && tail.len() > SNAPSHOT_EVERY
             && let Ok(value) = serde_json::to_value(&state)
         {
-            let snapshot = Snapshot {
+            let mut snapshot = Snapshot {
                 instance_id: instance,
                 aggregate_type: kind,
                 aggregate_id: id,
@@ -185,7 +187,15 @@ impl Executor {
                 schema_version: A::SNAPSHOT_VERSION,
                 state: value,
             };
-            if let Err(error) = self.store.save_snapshot(snapshot).await {
+            let saved = match self.vault.seal_snapshot(conn, &mut snapshot).await {
+                Ok(()) => self
+                    .store
+                    .save_snapshot(snapshot)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            if let Err(error) = saved {
                 tracing::warn!(%error, "could not save a snapshot");
             }
         }
@@ -264,10 +274,17 @@ impl Executor {
             for other in plan.also {
                 push = push.and(other);
             }
-            let push = push.traced(cairn_telemetry::propagation::traceparent());
+            let mut push = push.traced(cairn_telemetry::propagation::traceparent());
             if tx.required && tx.inner.is_none() {
                 tx.conn().await?;
             }
+            let unsealed = match tx.inner.as_mut() {
+                Some(conn) => self.vault.seal(conn, &mut push).await?,
+                None => {
+                    let mut conn = self.pool.acquire().await?;
+                    self.vault.seal(&mut conn, &mut push).await?
+                }
+            };
             let result = match tx.inner.as_mut() {
                 // Inside a transaction: a savepoint lets a conflict be retried in it.
                 Some(conn) => {
@@ -284,7 +301,8 @@ impl Executor {
                 None => self.store.push(push).await,
             };
             match result {
-                Ok(events) => {
+                Ok(mut events) => {
+                    unsealed.restore(&mut events);
                     for event in events
                         .iter()
                         .filter(|e| e.aggregate_id == id && e.aggregate_type == A::aggregate_type())

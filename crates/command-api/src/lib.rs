@@ -212,6 +212,7 @@ pub async fn start_with_clock(
             store: PgEventStore::new(pool.clone()),
             pool,
             clock,
+            vault: cairn_personal::Vault::new(settings.keys.clone()),
         },
         auth,
         waiter,
@@ -225,6 +226,7 @@ pub async fn start_with_clock(
     if config.bootstrap
         && let Some(created) = cairn_instances::bootstrap(
             &api.exec.store,
+            &api.exec.vault,
             &config.bootstrap_instance_name,
             api.exec.clock.now(),
         )

@@ -44,6 +44,7 @@ impl From<InstanceError> for ApiError {
             InstanceError::Store(e) => e.into(),
             InstanceError::Auth(e) => e.into(),
             InstanceError::Database(e) => e.into(),
+            InstanceError::Personal(e) => e.into(),
         }
     }
 }
@@ -83,6 +84,7 @@ fn to_pb(record: InstanceRecord) -> pb::Instance {
             email_code_max_attempts: record.settings.email_code_max_attempts,
             scim_emails_verified: record.settings.scim_emails_verified,
             default_language: record.settings.default_language,
+            scim_erase_on_delete: record.settings.scim_erase_on_delete,
         }),
         limits: record.limits.0.into_iter().collect(),
     }
@@ -141,8 +143,14 @@ impl SystemService for System {
                     let spec = spec.clone();
                     async move {
                         let now = api.exec.clock.now();
-                        let (created, events) =
-                            cairn_instances::create_in(&api.exec.store, tx.conn().await?, &spec, now).await?;
+                        let (created, events) = cairn_instances::create_in(
+                            &api.exec.store,
+                            &api.exec.vault,
+                            tx.conn().await?,
+                            &spec,
+                            now,
+                        )
+                        .await?;
                         let response = pb::AddInstanceResponse {
                             instance_id: created.instance_id.to_string(),
                             org_id: created.org_id.to_string(),
@@ -215,6 +223,7 @@ impl SystemService for System {
             email_code_max_attempts: s.email_code_max_attempts,
             scim_emails_verified: s.scim_emails_verified,
             default_language: s.default_language,
+            scim_erase_on_delete: s.scim_erase_on_delete,
         });
         if let Some(settings) = &settings {
             settings.validate().map_err(ApiError::from)?;
@@ -276,11 +285,12 @@ impl SystemService for System {
     ) -> Result<Response<pb::InstanceResponse>, Status> {
         let system = self.caller(&request)?;
         let id = instance_id("instance_id", &request.get_ref().instance_id)?;
-        let record = registry::remove(&self.api.exec.store, id, &system.creator())
+        let erase = request.get_ref().erase_personal_data;
+        let record = registry::remove(&self.api.exec.store, id, &system.creator(), erase)
             .await
             .map_err(ApiError::from)?;
         self.api.auth.forget("*");
-        tracing::info!(instance = %id, creator = %system.creator(), "instance removed");
+        tracing::info!(instance = %id, creator = %system.creator(), erase, "instance removed");
         Ok(respond(record))
     }
 

@@ -248,9 +248,9 @@ async fn the_whole_user_lifecycle() {
     let removed = users
         .remove_user(authed(
             &token,
-            user::UserIdRequest {
+            user::RemoveUserRequest {
                 user_id: ada.id.clone(),
-                expected_sequence: 0,
+                ..Default::default()
             },
         ))
         .await
@@ -357,9 +357,9 @@ async fn group_membership_follows_users() {
     let removed = users
         .remove_user(authed(
             &token,
-            user::UserIdRequest {
+            user::RemoveUserRequest {
                 user_id: ids[1].clone(),
-                expected_sequence: 0,
+                ..Default::default()
             },
         ))
         .await

@@ -93,6 +93,9 @@ pub struct InstanceSettings {
     pub scim_emails_verified: Option<bool>,
     /// The language of messages to users whose own is unknown (`en`, `de-CH`, ...).
     pub default_language: Option<String>,
+    /// Whether a SCIM `DELETE /Users/{id}` erases the user's personal data (`RemoveUser` with
+    /// `erase`) instead of only removing the user.
+    pub scim_erase_on_delete: Option<bool>,
 }
 
 impl InstanceSettings {

@@ -12,6 +12,7 @@ pub mod ids;
 pub mod instance;
 pub mod names;
 pub mod org;
+pub mod personal;
 pub mod position;
 pub mod user;
 pub mod values;

@@ -167,7 +167,8 @@ impl pb::event_store_service_server::EventStoreService for EventApi {
             }
             n => n,
         };
-        let events = self.store.filter(&filter).await.map_err(status)?;
+        let mut events = self.store.filter(&filter).await.map_err(status)?;
+        self.present(&mut events).await?;
         Ok(Response::new(pb::ListEventsResponse {
             events: events.iter().map(event_to_proto).collect(),
         }))
@@ -215,6 +216,20 @@ impl pb::event_store_service_server::EventStoreService for EventApi {
 }
 
 impl EventApi {
+    /// Events as this API shows them: personal fields stay sealed (this service holds no keys),
+    /// and those of an erased user read "erased".
+    async fn present(&self, events: &mut [StoredEvent]) -> Result<(), Status> {
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        cairn_personal::present(&mut conn, events)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))
+    }
+
     /// Sends every matching event after the filter's cursor, catching up from the store and then
     /// following commits, until the client goes away or the service shuts down. The cursor moves
     /// over non-matching stretches up to the head read *before* each page, so every event at or
@@ -233,7 +248,8 @@ impl EventApi {
                 .await
                 .map_err(status)?;
             filter.up_to = Some(head);
-            let page = self.store.filter(&filter).await.map_err(status)?;
+            let mut page = self.store.filter(&filter).await.map_err(status)?;
+            self.present(&mut page).await?;
             let full = page.len() == filter.limit as usize;
             for event in &page {
                 if tx.send(Ok(event_to_proto(event))).await.is_err() {

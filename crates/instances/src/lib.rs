@@ -67,6 +67,9 @@ pub enum InstanceError {
     /// PostgreSQL failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The admin user's data could not be sealed.
+    #[error(transparent)]
+    Personal(#[from] cairn_personal::PersonalError),
 }
 
 /// What to create: [`create_in`]'s request.
@@ -98,6 +101,7 @@ impl NewInstance {
 /// Creates the first instance unless one exists; `None` when there was one already.
 pub async fn bootstrap(
     store: &PgEventStore,
+    vault: &cairn_personal::Vault,
     name: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<Bootstrapped>, InstanceError> {
@@ -112,18 +116,19 @@ pub async fn bootstrap(
     if exists.is_some() {
         return Ok(None);
     }
-    create_instance(store, tx, name, now).await.map(Some)
+    create_instance(store, vault, tx, name, now).await.map(Some)
 }
 
 /// Creates an instance with a default organisation, an admin machine user and its token, in
 /// `tx`, and commits it.
 pub async fn create_instance(
     store: &PgEventStore,
+    vault: &cairn_personal::Vault,
     mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
     name: &str,
     now: DateTime<Utc>,
 ) -> Result<Bootstrapped, InstanceError> {
-    let (created, events) = create_in(store, &mut tx, &NewInstance::named(name), now).await?;
+    let (created, events) = create_in(store, vault, &mut tx, &NewInstance::named(name), now).await?;
     tx.commit().await?;
     if let Some(last) = events.last() {
         store.announce(last.position);
@@ -136,6 +141,7 @@ pub async fn create_instance(
 /// commits, then announces the last event's position). Returns what was created and the events.
 pub async fn create_in(
     store: &PgEventStore,
+    vault: &cairn_personal::Vault,
     conn: &mut sqlx::PgConnection,
     spec: &NewInstance,
     now: DateTime<Utc>,
@@ -189,7 +195,7 @@ pub async fn create_in(
         now,
     )?);
     let creator = spec.creator.as_str();
-    let push = Push::from_decision(
+    let mut push = Push::from_decision(
         instance_id,
         Instance::aggregate_type(),
         instance_aggregate,
@@ -216,7 +222,8 @@ pub async fn create_in(
         creator,
         org_id,
     ));
-    let events = store
+    let unsealed = vault.seal(&mut *conn, &mut push).await?;
+    let mut events = store
         .push_in(&mut *conn, push)
         .await
         .map_err(|error| match error {
@@ -228,6 +235,7 @@ pub async fn create_in(
             }
             other => InstanceError::Store(other),
         })?;
+    unsealed.restore(&mut events);
     registry::insert(&mut *conn, instance_id, name.as_str(), org_id, now).await?;
     Ok((
         Bootstrapped {

@@ -90,7 +90,7 @@ pub struct InstanceRecord {
 }
 
 const SELECT: &str = "SELECT i.id, i.name, i.state, i.default_org_id, i.created_at, i.changed_at, \
-       i.email_code_ttl_secs, i.email_code_max_attempts, i.scim_emails_verified, i.default_language, i.limits, \
+       i.email_code_ttl_secs, i.email_code_max_attempts, i.scim_emails_verified, i.default_language, i.scim_erase_on_delete, i.limits, \
        coalesce((SELECT array_agg(d.domain ORDER BY d.domain) FROM api.instance_domains d \
                   WHERE d.instance_id = i.id), '{}') AS domains \
   FROM api.instances i";
@@ -121,6 +121,7 @@ impl InstanceRecord {
                 email_code_max_attempts: row.try_get("email_code_max_attempts")?,
                 scim_emails_verified: row.try_get("scim_emails_verified")?,
                 default_language: row.try_get("default_language")?,
+                scim_erase_on_delete: row.try_get("scim_erase_on_delete")?,
             },
             limits: Limits(limits),
         })
@@ -240,11 +241,12 @@ pub async fn list(pool: &PgPool, query: &ListQuery) -> Result<(Vec<InstanceRecor
 /// Creates an instance as `spec` asks, in a transaction of its own.
 pub async fn add(
     store: &PgEventStore,
+    vault: &cairn_personal::Vault,
     spec: &crate::NewInstance,
     now: DateTime<Utc>,
 ) -> Result<Bootstrapped, InstanceError> {
     let mut tx = cairn_eventstore::begin(store.pool()).await?;
-    let (created, events) = crate::create_in(store, &mut tx, spec, now).await?;
+    let (created, events) = crate::create_in(store, vault, &mut tx, spec, now).await?;
     tx.commit().await?;
     if let Some(last) = events.last() {
         store.announce(last.position);
@@ -258,7 +260,7 @@ enum After {
     State(InstanceState),
     DomainAdded(String),
     DomainRemoved(String),
-    Removed,
+    Removed { erase: bool },
 }
 
 /// How often a change runs again after meeting a younger transaction's event on the instance.
@@ -371,7 +373,12 @@ async fn apply_after(conn: &mut PgConnection, id: InstanceId, after: After) -> R
                 .execute(&mut *conn)
                 .await?;
         }
-        After::Removed => {
+        After::Removed { erase } => {
+            if erase {
+                // Every user of the instance erased at once: their data keys are destroyed with the
+                // removal, so no copy of their personal data can be opened again.
+                cairn_personal::erase_instance(conn, id).await?;
+            }
             sqlx::query(
                 "UPDATE api.instances SET state = 'removed', changed_at = clock_timestamp() WHERE id = $1",
             )
@@ -519,15 +526,24 @@ pub async fn remove_domain(
 
 /// Removes instance `id`: `instance.removed`, and in the same transaction its tokens revoked (every
 /// cache told), its domains and unique claims released, its stored secrets and command records
-/// deleted. The projections drop its read-model rows when they pass the event.
+/// deleted. The projections drop its read-model rows when they pass the event. With
+/// `erase_personal_data` every user of the instance is erased too: the instance's data keys are
+/// destroyed in the same transaction.
 pub async fn remove(
     store: &PgEventStore,
     id: InstanceId,
     creator: &str,
+    erase_personal_data: bool,
 ) -> Result<InstanceRecord, InstanceError> {
     change(store, id, creator, |instance| {
         let releases = instance.domains().map(|d| domain_op(false, d)).collect();
-        Ok((instance.remove()?, releases, After::Removed))
+        Ok((
+            instance.remove()?,
+            releases,
+            After::Removed {
+                erase: erase_personal_data,
+            },
+        ))
     })
     .await
 }
@@ -554,6 +570,7 @@ pub async fn set_settings(
                 email_code_max_attempts = CASE WHEN $7 THEN $3 ELSE email_code_max_attempts END, \
                 scim_emails_verified = CASE WHEN $7 THEN $4 ELSE scim_emails_verified END, \
                 default_language = CASE WHEN $7 THEN $5 ELSE default_language END, \
+                scim_erase_on_delete = CASE WHEN $7 THEN $8 ELSE scim_erase_on_delete END, \
                 limits = coalesce($6, limits), changed_at = clock_timestamp() \
           WHERE id = $1 AND state <> 'removed'",
     )
@@ -564,6 +581,7 @@ pub async fn set_settings(
     .bind(&given.default_language)
     .bind(limits)
     .bind(settings.is_some())
+    .bind(given.scim_erase_on_delete)
     .execute(&mut *tx)
     .await?
     .rows_affected();

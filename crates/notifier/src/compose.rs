@@ -6,9 +6,10 @@
 use crate::deliveries::Claimed;
 use crate::smtp::SmtpSettings;
 use cairn_domain::{Aggregate, AggregateId, Instance, InstanceId, Org, User};
-use cairn_eventstore::{EventStore, PgEventStore, StoreError};
+use cairn_eventstore::{PgEventStore, StoreError};
 use cairn_mail::{MessageKind, RenderedMessage, TemplateOverride, Templates, VerificationContext};
-use cairn_secrets::{Keyring, Sealed, Zeroizing};
+use cairn_personal::{PersonalError, Vault};
+use cairn_secrets::{Sealed, Zeroizing};
 use chrono::{DateTime, Utc};
 use lettre::Message;
 use lettre::message::{Mailbox, MultiPart};
@@ -82,29 +83,54 @@ pub struct Composer<'a> {
     pub pool: &'a PgPool,
     /// The event store (the user's current state).
     pub store: &'a PgEventStore,
-    /// Keys that open the sealed code.
-    pub keys: &'a Keyring,
+    /// Keys that open the sealed code and the user's personal data.
+    pub vault: &'a Vault,
     /// The templates.
     pub templates: &'a Templates,
     /// The time, from the service's clock.
     pub now: DateTime<Utc>,
 }
 
+/// Personal data that does not open now (the database, a keyring without the key) may open
+/// later: the delivery is tried again.
+fn personal_failed(error: PersonalError) -> ComposeError {
+    ComposeError::Transient(format!("opening personal data: {error}"))
+}
+
 /// Loads an aggregate: its snapshot (of the current schema) plus the events after it.
 pub async fn load<A: Aggregate>(
     store: &PgEventStore,
+    vault: &Vault,
     instance: InstanceId,
     id: AggregateId,
 ) -> Result<A, ComposeError> {
     let kind = A::aggregate_type();
+    let mut conn = store
+        .pool()
+        .acquire()
+        .await
+        .map_err(|e| ComposeError::Transient(e.to_string()))?;
     let snapshot = store
-        .load_snapshot(instance, &kind, id, A::SNAPSHOT_VERSION)
+        .load_snapshot_in(&mut conn, instance, &kind, id, A::SNAPSHOT_VERSION)
         .await?;
-    let (mut state, after) = match snapshot.map(|s| (serde_json::from_value::<A>(s.state), s.sequence)) {
-        Some((Ok(state), sequence)) => (state, sequence),
-        _ => (A::default(), 0),
+    let opened = match &snapshot {
+        Some(s) => vault
+            .open_snapshot(&mut conn, s)
+            .await
+            .map_err(personal_failed)?
+            .and_then(|state| serde_json::from_value::<A>(state).ok())
+            .map(|state| (state, s.sequence)),
+        None => None,
     };
-    for event in store.load_aggregate(instance, &kind, id, after).await? {
+    let (mut state, after) = opened.unwrap_or_else(|| (A::default(), 0));
+    let mut events = store
+        .load_aggregate_in(&mut conn, instance, &kind, id, after)
+        .await?;
+    vault
+        .open(&mut conn, &mut events)
+        .await
+        .map_err(personal_failed)?;
+    for event in events {
         state
             .apply(&event)
             .map_err(|e| ComposeError::Permanent(format!("aggregate {id} cannot be rebuilt: {e}")))?;
@@ -121,7 +147,7 @@ impl Composer<'_> {
     ) -> Result<Result<Composed, Skip>, ComposeError> {
         let instance = InstanceId::from_uuid(delivery.instance_id);
         let user_id = AggregateId::from_uuid(delivery.user_id);
-        let user: User = load(self.store, instance, user_id).await?;
+        let user: User = load(self.store, self.vault, instance, user_id).await?;
         if let Err(skip) = still_due(&user, delivery, self.now) {
             return Ok(Err(skip));
         }
@@ -136,14 +162,20 @@ impl Composer<'_> {
         let aad = cairn_secrets::email_code_aad(instance.as_uuid().as_bytes(), user_id.as_uuid().as_bytes());
         // Transient: the usual cause is a key id this replica is not configured with yet.
         let code: Zeroizing<String> = self
-            .keys
+            .vault
+            .keyring()
             .decrypt_string(&sealed, &aad)
             .map_err(|e| ComposeError::Transient(format!("the code cannot be decrypted: {e}")))?;
 
         let org_id = user.org_id().unwrap_or(AggregateId::from_uuid(delivery.org_id));
-        let org: Org = load(self.store, instance, org_id).await?;
-        let instance_state: Instance =
-            load(self.store, instance, AggregateId::from_uuid(instance.as_uuid())).await?;
+        let org: Org = load(self.store, self.vault, instance, org_id).await?;
+        let instance_state: Instance = load(
+            self.store,
+            self.vault,
+            instance,
+            AggregateId::from_uuid(instance.as_uuid()),
+        )
+        .await?;
         // The user's language, else the instance's default, else the templates' (English).
         let language = match profile.preferred_language.as_ref() {
             Some(l) => Some(l.as_str().to_owned()),

@@ -9,8 +9,8 @@
 //! `ON CONFLICT DO NOTHING`, so even a replay (a rebuild from zero) cannot make a second delivery.
 //! Sending is the sender's job ([`crate::sender`]); the intake does no I/O beyond its insert.
 
-use cairn_domain::user::EmailCodeAdded;
-use cairn_domain::{EventPayload, EventType, InstanceId, StoredEvent};
+use cairn_domain::user::{EmailCodeAdded, UserErased};
+use cairn_domain::{EventPayload, EventType, InstanceId, StoredEvent, personal};
 use cairn_projection::{Projection, ReduceError};
 use futures::future::BoxFuture;
 use sqlx::PgConnection;
@@ -34,7 +34,7 @@ impl Projection for NotificationsProjection {
     }
 
     fn event_types(&self) -> Vec<EventType> {
-        vec![EmailCodeAdded::event_type()]
+        vec![EmailCodeAdded::event_type(), UserErased::event_type()]
     }
 
     fn reduce<'a>(
@@ -43,7 +43,17 @@ impl Projection for NotificationsProjection {
         event: &'a StoredEvent,
     ) -> BoxFuture<'a, Result<(), ReduceError>> {
         Box::pin(async move {
-            if event.event_type != EmailCodeAdded::event_type() {
+            if event.event_type == UserErased::event_type() {
+                // The person's address and codes go with its data key; what was sent stays sent.
+                sqlx::query("DELETE FROM notification.deliveries WHERE instance_id = $1 AND user_id = $2")
+                    .bind(event.instance_id.as_uuid())
+                    .bind(event.aggregate_id.as_uuid())
+                    .execute(&mut *conn)
+                    .await?;
+                return Ok(());
+            }
+            if event.event_type != EmailCodeAdded::event_type() || personal::is_erased(&event.payload) {
+                // An erased user's code is never mailed (and a rebuild never records it).
                 return Ok(());
             }
             let added: EmailCodeAdded = serde_json::from_value(event.payload.clone())

@@ -78,6 +78,7 @@ pub async fn start_with(
     config.validate()?;
     let keys = cairn_secrets::Keyring::parse(config.keys.expose_str())
         .map_err(|e| anyhow::anyhow!("CAIRN_KEYS: {e}"))?;
+    let vault = cairn_personal::Vault::new(keys);
     let templates = cairn_mail::Templates::new().context("compiling the email templates")?;
     let mut rt = Runtime::new("notifier", shutdown.clone());
     let pool = rt
@@ -118,6 +119,7 @@ pub async fn start_with(
             head_check: Duration::from_millis(config.head_check_ms),
             stream: Some((config.stream_name.clone(), config.subject_prefix.clone())),
             crash_every: None,
+            vault: Some(vault.clone()),
         },
         Some(js),
         projector_metrics,
@@ -129,7 +131,7 @@ pub async fn start_with(
     let sender = sender::Sender {
         pool: pool.clone(),
         store,
-        keys: Arc::new(keys),
+        vault,
         templates,
         transports: transport::Transports::new(config.smtp_timeout(), config.concurrency),
         config: config.clone(),

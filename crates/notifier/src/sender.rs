@@ -25,7 +25,6 @@ use crate::transport::{SendError, Server, Transports};
 use cairn_domain::Clock;
 use cairn_eventstore::{Heard, PgEventStore};
 use cairn_mail::Templates;
-use cairn_secrets::Keyring;
 use lettre::address::Envelope;
 use sqlx::PgPool;
 use std::future::Future;
@@ -78,8 +77,8 @@ pub struct Sender {
     pub pool: PgPool,
     /// The event store.
     pub store: PgEventStore,
-    /// The keys.
-    pub keys: Arc<Keyring>,
+    /// The keys (SMTP passwords, codes, personal data).
+    pub vault: cairn_personal::Vault,
     /// The templates.
     pub templates: Arc<Templates>,
     /// Settings (SMTP defaults, attempts, backoff, claim TTL, poll).
@@ -208,18 +207,24 @@ impl Sender {
         fields(event_id = %delivery.event_id, instance = %delivery.instance_id, user = %delivery.user_id, attempt = delivery.attempts)
     )]
     async fn attempt(&self, delivery: Claimed) -> Worked {
-        let settings =
-            match smtp::settings_for(&self.pool, &self.keys, &self.config, delivery.instance_id).await {
-                Ok(settings) => settings,
-                Err(error) => {
-                    self.transient(&delivery, &error.to_string(), None).await;
-                    return Worked::Did;
-                }
-            };
+        let settings = match smtp::settings_for(
+            &self.pool,
+            self.vault.keyring(),
+            &self.config,
+            delivery.instance_id,
+        )
+        .await
+        {
+            Ok(settings) => settings,
+            Err(error) => {
+                self.transient(&delivery, &error.to_string(), None).await;
+                return Worked::Did;
+            }
+        };
         let composer = Composer {
             pool: &self.pool,
             store: &self.store,
-            keys: &self.keys,
+            vault: &self.vault,
             templates: &self.templates,
             now: self.clock.now(),
         };

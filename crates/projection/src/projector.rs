@@ -42,6 +42,8 @@ pub struct ProjectorConfig {
     pub stream: Option<(String, String)>,
     /// Test hook, see [`WorkerConfig::crash_every`].
     pub crash_every: Option<u64>,
+    /// Opens sealed personal data for the projections ([`WorkerConfig::vault`]).
+    pub vault: Option<cairn_personal::Vault>,
 }
 
 impl Default for ProjectorConfig {
@@ -53,6 +55,7 @@ impl Default for ProjectorConfig {
             head_check: Duration::from_secs(2),
             stream: Some(("CAIRN_EVENTS".into(), "cairn.events".into())),
             crash_every: None,
+            vault: None,
         }
     }
 }
@@ -263,6 +266,7 @@ impl Projector {
             batch: self.config.batch,
             max_attempts: self.config.max_attempts,
             crash_every: self.config.crash_every,
+            vault: self.config.vault.clone(),
         };
         let task = AbortOnDropHandle::new(tokio::spawn(run_worker(
             self.pool.clone(),

@@ -42,6 +42,9 @@ pub struct WorkerConfig {
     /// Test hook: every n-th batch is abandoned after its reduce and before its commit, as if the
     /// process had died there.
     pub crash_every: Option<u64>,
+    /// Opens sealed personal data before the projection sees it. Without one, a batch that holds
+    /// sealed data fails (and is retried) rather than hand the projection ciphertext.
+    pub vault: Option<cairn_personal::Vault>,
 }
 
 /// What one step did.
@@ -80,6 +83,12 @@ pub enum WorkerError {
     /// Reading events failed.
     #[error("event store error: {0}")]
     Store(#[from] StoreError),
+    /// Sealed personal data could not be opened.
+    #[error("personal data: {0}")]
+    Personal(#[from] cairn_personal::PersonalError),
+    /// The batch holds sealed personal data and the replica has no keys to open it.
+    #[error("the events hold sealed personal data and this replica has no keyring (CAIRN_KEYS)")]
+    NoKeys,
 }
 
 #[derive(Debug, Clone)]
@@ -196,6 +205,18 @@ pub async fn step(
     sqlx::query("SET LOCAL synchronous_commit = off")
         .execute(&mut *tx)
         .await?;
+    // Personal data opens here, with the keys as of this transaction: a user erased meanwhile
+    // reads as erased, the same as a rebuild after the erasure reads it.
+    match &config.vault {
+        Some(vault) => vault.open(&mut tx, &mut events).await?,
+        None if events
+            .iter()
+            .any(|e| cairn_domain::personal::is_sealed(&e.payload)) =>
+        {
+            return Err(WorkerError::NoKeys);
+        }
+        None => {}
+    }
 
     let marks = if events.is_empty() {
         Marks::default()

@@ -168,6 +168,7 @@ fn config(ttl: Duration) -> ProjectorConfig {
         head_check: Duration::from_millis(200),
         stream: None,
         crash_every: None,
+        vault: None,
     }
 }
 
@@ -372,6 +373,7 @@ async fn a_failing_event_is_retried_then_skipped_alone_and_health_shows_it() {
         batch: 100,
         max_attempts: 3,
         crash_every: None,
+        vault: None,
     };
     let mut batches = 0;
 
@@ -489,6 +491,7 @@ async fn an_operator_skip_passes_over_the_event_without_reducing_it_and_loses_no
         batch: 100,
         max_attempts: 1000,
         crash_every: None,
+        vault: None,
     };
     let mut batches = 0;
     let first = step(&db.pool, &store, &projection, instance, &worker, &mut batches)
@@ -616,6 +619,7 @@ async fn an_operator_retry_gives_a_fresh_attempt_budget_and_the_fixed_event_appl
         batch: 100,
         max_attempts: 3,
         crash_every: None,
+        vault: None,
     };
     let mut batches = 0;
     assert!(matches!(
@@ -834,6 +838,7 @@ async fn a_replica_paused_past_its_lease_cannot_commit() {
             batch: 100,
             max_attempts: 3,
             crash_every: None,
+            vault: None,
         },
         &mut batches,
     )

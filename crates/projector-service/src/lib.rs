@@ -29,6 +29,10 @@ pub struct Config {
     /// NATS server (wake-ups only; the projector works without it, only slower to react).
     #[arg(long, env = "CAIRN_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// Encryption keys (the same as command-api's), to open the personal data that the read
+    /// models hold: `k1:<base64 32 bytes>[,k2:...][,active=k2]`.
+    #[arg(long, env = "CAIRN_KEYS", hide_env_values = true)]
+    pub keys: cairn_secrets::SecretString,
     /// HTTP listen address for /healthz, /readyz, /metrics. Port 0 picks a free port (for replicas).
     #[arg(long, env = "CAIRN_PROJECTOR_HTTP_ADDR", default_value = "0.0.0.0:8082")]
     pub http_addr: SocketAddr,
@@ -96,6 +100,8 @@ impl Service {
 /// Connects, migrates, and starts the replica and its HTTP endpoints.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Service> {
     config.validate()?;
+    let keys = cairn_secrets::Keyring::parse(config.keys.expose_str())
+        .map_err(|e| anyhow::anyhow!("CAIRN_KEYS: {e}"))?;
     let mut rt = Runtime::new("projector", shutdown.clone());
     // A replica stopped inside a transaction must not hold row locks and the visibility horizon
     // longer than its lease.
@@ -145,6 +151,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             head_check: Duration::from_millis(config.head_check_ms),
             stream: Some((config.stream_name.clone(), config.subject_prefix.clone())),
             crash_every: None,
+            vault: Some(cairn_personal::Vault::new(keys)),
         },
         Some(js),
         metrics,

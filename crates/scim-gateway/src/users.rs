@@ -191,16 +191,18 @@ pub async fn patch(
     Err(conflict::kept_changing(&last).into())
 }
 
-/// `DELETE /Users/{id}`: the user is removed, and with it its group memberships.
+/// `DELETE /Users/{id}`: the user is removed, and with it its group memberships; when the
+/// instance's `scim_erase_on_delete` setting is on, its personal data is erased as well.
 pub async fn delete(
     State(gw): State<Gateway>,
     writer: Writer,
     UserId(id): UserId,
     IfMatch(pinned): IfMatch,
 ) -> Answer {
-    let request = pb::UserIdRequest {
+    let request = pb::RemoveUserRequest {
         user_id: id.to_string(),
         expected_sequence: pinned.unwrap_or(0),
+        erase: writer.caller.settings.scim_erase_on_delete.unwrap_or(false),
     };
     gw.users
         .clone()

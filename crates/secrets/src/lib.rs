@@ -10,12 +10,15 @@
 //! - [`issue_token`], [`hash_token`], [`verify_token`]: high-entropy API and SCIM tokens, shown
 //!   once and stored only as SHA-256 hashes.
 //! - [`hash_password`] and [`verify_password`]: argon2id for human-chosen passwords.
+//! - [`DataKey`]: a random key per subject, stored only sealed under the keyring, for personal
+//!   data that must be erasable by destroying the key (crypto-shredding), and blind indexes.
 //! - [`Redacted`]: a wrapper whose `Debug` and `Display` never show the value, for configuration.
 //!
 //! Secrets leave this crate in [`zeroize::Zeroizing`] containers where the caller holds them, and
 //! no error or `Debug` output of this crate contains key material, a code, a token or a password.
 
 mod code;
+mod data_key;
 mod error;
 mod keyring;
 mod password;
@@ -24,12 +27,13 @@ mod redacted;
 mod token;
 
 pub use code::{CodeSpec, DEFAULT_CODE_ALPHABET, DEFAULT_CODE_LENGTH, codes_match, generate_code};
+pub use data_key::{DataKey, SealedData};
 pub use error::SecretsError;
 pub use keyring::{KEY_LEN, Keyring, NONCE_LEN, Sealed, aad};
 pub use password::{
     PasswordParams, hash_password, hash_password_with, password_needs_rehash, verify_password,
 };
-pub use purpose::{email_code_aad, smtp_password_aad};
+pub use purpose::{data_key_aad, email_code_aad, personal_data_aad, smtp_password_aad};
 pub use redacted::{Redacted, SecretString};
 pub use token::{
     IssuedToken, PAT_PREFIX, SCIM_PREFIX, SYSTEM_PREFIX, TOKEN_ID_LEN, TOKEN_SECRET_BYTES, TokenParts,

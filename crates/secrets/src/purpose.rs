@@ -14,6 +14,20 @@ pub fn smtp_password_aad(instance: &[u8; 16]) -> Vec<u8> {
     aad(&[b"smtp-password", instance])
 }
 
+/// The AAD that binds a stored data key to its instance, its purpose (`user` for a user's
+/// personal data, `index` for an instance's blind index) and its subject (UUID bytes): a sealed key
+/// copied to another subject does not open.
+pub fn data_key_aad(instance: &[u8; 16], purpose: &str, subject: &[u8; 16]) -> Vec<u8> {
+    aad(&[b"data-key", instance, purpose.as_bytes(), subject])
+}
+
+/// The AAD that binds a user's sealed personal data to its instance, user and the record that
+/// holds it (an event id, or a snapshot's sequence): ciphertext moved to another event does not
+/// open.
+pub fn personal_data_aad(instance: &[u8; 16], subject: &[u8; 16], record: &[u8]) -> Vec<u8> {
+    aad(&[b"personal-data", instance, subject, record])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

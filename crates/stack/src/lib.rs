@@ -24,10 +24,11 @@ use tonic::transport::Channel;
 pub async fn bootstrap(
     pool: &sqlx::PgPool,
     store: &cairn_eventstore::PgEventStore,
+    vault: &cairn_personal::Vault,
     name: &str,
     now: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<(Bootstrapped, String)> {
-    let admin = create_instance(store, cairn_eventstore::begin(pool).await?, name, now)
+    let admin = create_instance(store, vault, cairn_eventstore::begin(pool).await?, name, now)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let scim_token = admin_token(pool, &admin, TokenKind::Scim, vec![Role::ScimProvisioner]).await?;
@@ -232,6 +233,7 @@ impl Stack {
                 batch: 1000,
                 max_attempts: options.projector_max_attempts,
                 head_check_ms: 2000,
+                keys: keys.as_str().into(),
             },
             shutdown: shutdown.clone(),
         };
@@ -264,6 +266,7 @@ impl Stack {
                 bootstrap(
                     &api.api.exec.pool,
                     &api.api.exec.store,
+                    &api.api.exec.vault,
                     &options.instance_name,
                     api.api.exec.clock.now(),
                 )
@@ -367,7 +370,7 @@ impl Stack {
     pub async fn new_instance(&self, name: &str) -> anyhow::Result<Bootstrapped> {
         let api = self.api();
         let tx = cairn_eventstore::begin(&api.exec.pool).await?;
-        create_instance(&api.exec.store, tx, name, api.exec.clock.now())
+        create_instance(&api.exec.store, &api.exec.vault, tx, name, api.exec.clock.now())
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))
     }

@@ -198,7 +198,7 @@ async fn more_removals_than_pooled_connections_all_complete() {
     for id in ids {
         let (mut users, token) = (stack.users(), token.clone());
         calls.spawn(async move {
-            let mut request = tonic::Request::new(user::UserIdRequest {
+            let mut request = tonic::Request::new(user::RemoveUserRequest {
                 user_id: id,
                 ..Default::default()
             });

@@ -431,6 +431,7 @@ async fn three_tenants_made_through_the_system_api_stay_apart_and_removal_lets_g
         .remove_instance(with_token(
             sys::RemoveInstanceRequest {
                 instance_id: tenants[0].id.clone(),
+                erase_personal_data: true,
             },
             &system,
         ))
@@ -457,6 +458,16 @@ async fn three_tenants_made_through_the_system_api_stay_apart_and_removal_lets_g
     .await
     .unwrap();
     let alpha_uuid: uuid::Uuid = alpha.parse().unwrap();
+    // Removed with erasure: no data key of the instance is left to open anything.
+    let (keys, live): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE erased_at IS NULL) FROM eventstore.data_keys WHERE instance_id = $1",
+    )
+    .bind(alpha_uuid)
+    .fetch_one(&stack.db.pool)
+    .await
+    .unwrap();
+    assert!(keys > 0, "the tenant's users had data keys");
+    assert_eq!(live, 0, "every data key of the removed tenant is destroyed");
     cairn_testkit::eventually(
         "the removed tenant's leases are released",
         Duration::from_secs(30),
@@ -509,6 +520,7 @@ async fn three_tenants_made_through_the_system_api_stay_apart_and_removal_lets_g
         .remove_instance(with_token(
             sys::RemoveInstanceRequest {
                 instance_id: alpha.clone(),
+                erase_personal_data: false,
             },
             &system,
         ))
@@ -609,6 +621,7 @@ async fn an_instance_setting_beats_the_default_for_that_instance_only() {
                     email_code_max_attempts: Some(1),
                     scim_emails_verified: Some(false),
                     default_language: Some("de".into()),
+                    scim_erase_on_delete: Some(true),
                 }),
                 limits: [("users".to_owned(), 10_i64)].into(),
                 set_limits: true,
@@ -621,7 +634,9 @@ async fn an_instance_setting_beats_the_default_for_that_instance_only() {
         .into_inner()
         .instance
         .unwrap();
-    assert_eq!(updated.settings.unwrap().email_code_max_attempts, Some(1));
+    let settings = updated.settings.unwrap();
+    assert_eq!(settings.email_code_max_attempts, Some(1));
+    assert_eq!(settings.scim_erase_on_delete, Some(true));
     assert_eq!(updated.limits.get("users"), Some(&10));
 
     let mut verified_after_one_wrong_guess = Vec::new();

@@ -212,7 +212,7 @@ impl UserService for Users {
 
     async fn remove_user(
         &self,
-        request: Request<pb::UserIdRequest>,
+        request: Request<pb::RemoveUserRequest>,
     ) -> Result<Response<pb::RemoveUserResponse>, Status> {
         remove::remove_user(&self.api, request).await
     }

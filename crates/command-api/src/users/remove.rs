@@ -57,9 +57,37 @@ async fn memberships_of(api: &Api, caller: &Caller, id: AggregateId) -> Result<V
     Ok(memberships)
 }
 
+/// The user to erase: one the caller can see that exists, or was removed but not erased yet.
+async fn erasable_user(api: &Api, caller: &Caller, id: AggregateId) -> Result<User, ApiError> {
+    let user: User = api.exec.load(caller.instance_id, id).await?;
+    match user.org_id() {
+        Some(org) if caller.sees_org(org) && !user.erased() => Ok(user),
+        _ => Err(ApiError::NotFound("user")),
+    }
+}
+
+/// Destroys the user's data key, in the transaction of its `user.erased`, and drops the stored
+/// responses of idempotent commands that name the user (they may hold its profile).
+async fn erase_personal_data(
+    api: &Api,
+    conn: &mut sqlx::PgConnection,
+    caller: &Caller,
+    id: AggregateId,
+) -> Result<(), ApiError> {
+    api.exec.vault.erase(conn, caller.instance_id, id).await?;
+    sqlx::query(
+        "DELETE FROM api.commands WHERE instance_id = $1 AND position(convert_to($2, 'UTF8') IN response) > 0",
+    )
+    .bind(caller.instance_id.as_uuid())
+    .bind(id.to_string())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 pub(super) async fn remove_user(
     api: &Api,
-    request: Request<pb::UserIdRequest>,
+    request: Request<pb::RemoveUserRequest>,
 ) -> Result<Response<pb::RemoveUserResponse>, Status> {
     let caller = api.caller(&request).await?;
     caller.require(Permission::ManageUsers)?;
@@ -68,6 +96,7 @@ pub(super) async fn remove_user(
     let key = Api::idempotency_key(&request);
     let caller_ref = &caller;
     let pinned = expected(req.expected_sequence);
+    let erase = req.erase;
     // A removal holds a connection while it reads through a second one: never more removals at
     // once than leave the pool a connection for those reads.
     let _permit = api
@@ -86,14 +115,25 @@ pub(super) async fn remove_user(
                 // Commands that add the user to a group wait for this removal (and vice versa), so
                 // the groups read below are all the groups it will be in.
                 lock_users(tx.conn().await?, caller_ref.instance_id, &[id], true).await?;
-                let org = visible_user(api, caller_ref, id).await?.org_id().unwrap_or(id);
-                let memberships = memberships_of(api, caller_ref, id).await?;
+                let user = if erase {
+                    erasable_user(api, caller_ref, id).await?
+                } else {
+                    visible_user(api, caller_ref, id).await?
+                };
+                let org = user.org_id().unwrap_or(id);
+                // A user removed earlier (and now erased) is in no group any more.
+                let memberships = if user.exists() {
+                    memberships_of(api, caller_ref, id).await?
+                } else {
+                    Vec::new()
+                };
                 // The removal, the memberships and the revocation of the user's tokens commit
                 // together.
                 let written: Written<User> = api
                     .exec
                     .change(&mut tx, caller_ref, id, pinned, |user: &User| {
-                        let mut plan = Plan::new(user.remove()?, org);
+                        let decision = if erase { user.erase()? } else { user.remove()? };
+                        let mut plan = Plan::new(decision, org);
                         plan.also = memberships.clone();
                         Ok(plan)
                     })
@@ -104,6 +144,9 @@ pub(super) async fn remove_user(
                         other => other,
                     })?;
                 tokens::revoke_all_of(tx.conn().await?, caller_ref.instance_id, id).await?;
+                if erase {
+                    erase_personal_data(api, tx.conn().await?, caller_ref, id).await?;
+                }
                 api.auth.forget("*");
                 let response = pb::RemoveUserResponse {
                     details: Some(details(&written.events, written.state.sequence(), Some(org))),

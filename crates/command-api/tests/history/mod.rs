@@ -281,6 +281,10 @@ async fn call(channel: &Channel, token: &str, op: &Op, key: Option<&str>) -> Res
                         .details
                 }
                 _ => {
+                    let message = user::RemoveUserRequest {
+                        user_id: message.user_id,
+                        ..Default::default()
+                    };
                     users
                         .remove_user(request(token, message, key))
                         .await?

@@ -77,6 +77,12 @@ impl User {
             UserEvent::Reactivated(_) | UserEvent::Unlocked(_) => self.state = UserState::Active,
             UserEvent::Locked(_) => self.state = UserState::Locked,
             UserEvent::Removed(_) => self.state = UserState::Removed,
+            UserEvent::Erased(_) => {
+                self.state = UserState::Removed;
+                self.erased = true;
+                self.user_name = None;
+                self.kind = None;
+            }
             UserEvent::PatAdded(e) => {
                 self.pats.insert(e.token_id, e.expires_at);
             }

@@ -199,6 +199,9 @@ empty_payload! {
     UserUnlocked = "user.unlocked";
     /// `user.removed`: `{}`.
     UserRemoved = "user.removed";
+    /// `user.erased`: `{}`. The user's data key was destroyed in the same transaction: every
+    /// personal field of its earlier events reads as erased from now on.
+    UserErased = "user.erased";
 }
 
 event_enum! {
@@ -220,6 +223,7 @@ event_enum! {
         Locked(UserLocked),
         Unlocked(UserUnlocked),
         Removed(UserRemoved),
+        Erased(UserErased),
         PatAdded(PatAdded),
         PatRemoved(PatRemoved),
     }

@@ -3,8 +3,8 @@
 
 use super::commands::check_user_name;
 use super::events::{
-    PatAdded, PatRemoved, UserDeactivated, UserLocked, UserReactivated, UserRemoved, UserUnlocked,
-    UsernameChanged,
+    PatAdded, PatRemoved, UserDeactivated, UserErased, UserLocked, UserReactivated, UserRemoved,
+    UserUnlocked, UsernameChanged,
 };
 use super::{User, UserState};
 use crate::aggregate::{Decision, UNIQUE_USERNAME};
@@ -75,6 +75,22 @@ impl User {
         Ok(Decision::none()
             .event(&UserRemoved {})?
             .release(UNIQUE_USERNAME, name.normalized()))
+    }
+
+    /// Removes the user (as [`User::remove`]) and erases its personal data: `user.removed` (when
+    /// the user still exists) then `user.erased`. A user removed earlier can still be erased; a
+    /// user already erased, or never added, is [`DomainError::NotFound`]. The command layer
+    /// destroys the user's data key in the same transaction.
+    pub fn erase(&self) -> Result<Decision, DomainError> {
+        if self.erased || self.state == UserState::Absent {
+            return Err(DomainError::NotFound);
+        }
+        let decision = if self.exists() {
+            self.remove()?
+        } else {
+            Decision::none()
+        };
+        decision.event(&UserErased {})
     }
 
     /// Renames the user, releasing the old normalised name and claiming the new one (a change of

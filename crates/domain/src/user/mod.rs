@@ -91,14 +91,24 @@ pub struct User {
     user_name: Option<UserName>,
     kind: Option<UserKind>,
     pats: BTreeMap<Uuid, Option<DateTime<Utc>>>,
+    #[serde(default)]
+    erased: bool,
 }
 
 impl Aggregate for User {
     const TYPE: &'static str = "user";
-    const SNAPSHOT_VERSION: i32 = 1;
+    // 2: snapshots are sealed with the user's data key (version 1 snapshots held plain data).
+    const SNAPSHOT_VERSION: i32 = 2;
 
     fn apply(&mut self, event: &StoredEvent) -> Result<(), DomainError> {
         if !crate::aggregate::accept(self, event)? {
+            return Ok(());
+        }
+        if crate::personal::is_erased(&event.payload) {
+            // The user's data is erased: its events only move the sequence on, and the
+            // `user.erased` that follows them leaves the user removed.
+            self.id = Some(event.aggregate_id);
+            self.sequence = event.sequence;
             return Ok(());
         }
         let decoded = UserEvent::decode(event)?;
@@ -183,6 +193,11 @@ impl User {
     /// (none requested, the address verified since, or the address changed since).
     pub fn pending_code(&self) -> Option<&PendingCode> {
         self.human_data().and_then(|h| h.code.as_ref())
+    }
+
+    /// Whether the user's personal data was erased (`user.erased`).
+    pub fn erased(&self) -> bool {
+        self.erased
     }
 
     /// The personal access tokens: id → expiry (`None`: no expiry).

@@ -5,7 +5,7 @@
 use super::{rejected, types};
 use crate::rows::UserRow;
 use cairn_domain::user::{HumanProfile, UserEvent};
-use cairn_domain::{InstanceId, StoredEvent};
+use cairn_domain::{InstanceId, StoredEvent, personal};
 use cairn_projection::{Projection, ReduceError};
 use futures::future::BoxFuture;
 use sqlx::PgConnection;
@@ -148,7 +148,7 @@ async fn apply_change(
     event: &StoredEvent,
     decoded: UserEvent,
 ) -> Result<(), ReduceError> {
-    if let UserEvent::Removed(_) = decoded {
+    if let UserEvent::Removed(_) | UserEvent::Erased(_) = decoded {
         sqlx::query("DELETE FROM projections.users WHERE instance_id = $1 AND id = $2")
             .bind(event.instance_id.as_uuid())
             .bind(event.aggregate_id.as_uuid())
@@ -199,7 +199,10 @@ async fn apply_change(
         | UserEvent::EmailVerificationFailed(_)
         | UserEvent::PatAdded(_)
         | UserEvent::PatRemoved(_) => {}
-        UserEvent::HumanAdded(_) | UserEvent::MachineAdded(_) | UserEvent::Removed(_) => {}
+        UserEvent::HumanAdded(_)
+        | UserEvent::MachineAdded(_)
+        | UserEvent::Removed(_)
+        | UserEvent::Erased(_) => {}
     }
     if let Some(profile) = profile_changed {
         let user_name = row.user_name.clone();
@@ -232,6 +235,11 @@ impl Projection for UsersProjection {
         event: &'a StoredEvent,
     ) -> BoxFuture<'a, Result<(), ReduceError>> {
         Box::pin(async move {
+            if personal::is_erased(&event.payload) {
+                // An erased user's data is gone: the row it would change ends with the user's
+                // `user.removed` anyway, and a rebuild never creates it.
+                return Ok(());
+            }
             let decoded = UserEvent::decode(event).map_err(rejected)?;
             match new_row(event, &decoded)? {
                 Some(row) => upsert(conn, &[row]).await,
@@ -248,7 +256,7 @@ impl Projection for UsersProjection {
         Box::pin(async move {
             // Consecutive creations go in one statement; anything else is applied in order between.
             let mut pending: Vec<UserRow> = Vec::new();
-            for event in events {
+            for event in events.iter().filter(|e| !personal::is_erased(&e.payload)) {
                 let decoded = UserEvent::decode(event).map_err(rejected)?;
                 match new_row(event, &decoded)? {
                     Some(row) => pending.push(row),
