@@ -34,6 +34,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
+/// A column of a stored key (`key_id`, `nonce`, `ciphertext`): `NULL` once the key is destroyed.
+type StoredKey = Option<String>;
+
 /// The prefix of a blind-indexed unique value (version 1: HMAC-SHA256, hex).
 pub const BLIND_PREFIX: &str = "b1:";
 
@@ -58,7 +61,7 @@ pub enum PersonalError {
 #[derive(Debug, Clone)]
 pub enum SubjectKey {
     /// The key, opened.
-    Key(DataKey),
+    Key(Box<DataKey>),
     /// The key was destroyed (erasure).
     Erased,
     /// No key was ever made for the subject.
@@ -382,7 +385,7 @@ impl Vault {
     ) -> Result<HashMap<(InstanceId, Uuid), SubjectKey>, PersonalError> {
         let (instances, ids): (Vec<Uuid>, Vec<Uuid>) =
             subjects.iter().map(|(i, s)| (i.as_uuid(), *s)).unzip();
-        let rows: Vec<(Uuid, Uuid, Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+        let rows: Vec<(Uuid, Uuid, StoredKey, StoredKey, StoredKey)> = sqlx::query_as(
             "SELECT k.instance_id, k.subject_id, k.key_id, k.nonce, k.ciphertext \
                FROM eventstore.data_keys k \
                JOIN (SELECT DISTINCT i, s FROM unnest($1::uuid[], $2::uuid[]) AS w(i, s)) w \
@@ -396,7 +399,7 @@ impl Vault {
         for (instance, subject, key_id, nonce, ciphertext) in rows {
             let instance = InstanceId::from_uuid(instance);
             let key = match (key_id, nonce, ciphertext) {
-                (Some(key_id), Some(nonce), Some(ciphertext)) => SubjectKey::Key(self.unwrap_key(
+                (Some(key_id), Some(nonce), Some(ciphertext)) => SubjectKey::Key(Box::new(self.unwrap_key(
                     instance,
                     "user",
                     subject,
@@ -405,7 +408,7 @@ impl Vault {
                         nonce,
                         ciphertext,
                     },
-                )?),
+                )?)),
                 _ => SubjectKey::Erased,
             };
             keys.insert((instance, subject), key);
@@ -429,7 +432,7 @@ impl Vault {
                 &self.keyring,
                 &data_key_aad(instance.as_uuid().as_bytes(), purpose, subject.as_bytes()),
             )?;
-            let row: Option<(Option<String>, Option<String>, Option<String>, bool)> = sqlx::query_as(
+            let row: Option<(StoredKey, StoredKey, StoredKey, bool)> = sqlx::query_as(
                 "WITH made AS ( \
                    INSERT INTO eventstore.data_keys (instance_id, purpose, subject_id, key_id, nonce, ciphertext) \
                    VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING 1) \

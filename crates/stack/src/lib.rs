@@ -35,6 +35,43 @@ pub async fn bootstrap(
     Ok((admin, scim_token))
 }
 
+/// The token of the stack's event API (the eventstore service's gRPC).
+pub const EVENTSTORE_TOKEN: &str = "stack-token-0123456789abcdef0123456789";
+
+/// Digests of every read-model table ([`cairn_projection::Projection::tables`] of
+/// [`cairn_readmodel::all`]), to compare a live read model with a rebuild from zero.
+pub async fn read_model_checksums(pool: &sqlx::PgPool) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for projection in cairn_readmodel::all() {
+        for table in projection.tables() {
+            let sum: String = sqlx::query_scalar(&format!(
+                "SELECT coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), 'empty') FROM {table} t"
+            ))
+            .fetch_one(pool)
+            .await?;
+            out.push((table.to_owned(), sum));
+        }
+    }
+    Ok(out)
+}
+
+/// Asks for a rebuild from zero of every read model and waits (up to `timeout`) until every
+/// projection has done it and caught up again.
+pub async fn rebuild_read_models(pool: &sqlx::PgPool, timeout: std::time::Duration) -> anyhow::Result<()> {
+    for projection in cairn_readmodel::all() {
+        cairn_projection::health::request_rebuild(pool, projection.name(), None).await?;
+    }
+    cairn_testkit::eventually("every rebuild to finish", timeout, || async {
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM projections.projection_states WHERE rebuild_requested OR status <> 'active'",
+        )
+        .fetch_one(pool)
+        .await?;
+        Ok((pending == 0).then_some(()))
+    })
+    .await
+}
+
 /// A new keyring of one random key (`k1:<key>`), as command-api and the notifier take it.
 pub fn new_keys() -> anyhow::Result<String> {
     let key = cairn_secrets::Keyring::generate_key_string()?;
@@ -210,7 +247,7 @@ impl Stack {
                 nats_url: cairn_testkit::nats_url(),
                 grpc_addr: "127.0.0.1:0".parse()?,
                 http_addr: "127.0.0.1:0".parse()?,
-                service_token: "stack-token-0123456789abcdef0123456789".into(),
+                service_token: EVENTSTORE_TOKEN.into(),
                 stream_name: stream.clone(),
                 subject_prefix: prefix.clone(),
                 stream_max_age_hours: 1,
