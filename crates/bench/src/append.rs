@@ -114,8 +114,80 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
             bench("append.single_c16.raw_p99_ms", raw.p(0.99));
         }
     }
+    sealed(settings, &store).await?;
     db.drop_db().await?;
     without_statistics(settings).await
+}
+
+/// A push of `users` new users' first events (one each), sealed as command-api seals them when
+/// `vault` is given (personal fields under a new data key per user, the keys stored by the push's
+/// own statement), or pushed as they are.
+fn new_users_op(
+    store: PgEventStore,
+    vault: Option<cairn_personal::Vault>,
+    users: usize,
+) -> impl Fn(usize, u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>
++ Clone
++ Send
++ 'static {
+    let instance = InstanceId::new();
+    move |worker: usize, i: u64| {
+        let (store, vault) = (store.clone(), vault.clone());
+        Box::pin(async move {
+            let mut push = Push::default();
+            for n in 0..users {
+                let owner = AggregateId::new();
+                let event = EventDraft::new(
+                    EventType::parse("user.human.added")?,
+                    payload(worker as u64 * 1_000_000 + i * 1_000 + n as u64),
+                    "system",
+                    owner,
+                );
+                push = push.and(Push::single(
+                    instance,
+                    AggregateType::parse("user")?,
+                    AggregateId::new(),
+                    ExpectedSequence::Exact(0),
+                    vec![event],
+                ));
+            }
+            if let Some(vault) = &vault {
+                let mut conn = store.pool().acquire().await?;
+                vault.seal(&mut conn, &mut push).await?;
+            }
+            store.push(push).await?;
+            Ok(())
+        })
+    }
+}
+
+/// The price of sealing personal data: new users' events pushed sealed beside the same pushes
+/// unsealed (what the store did before sealing), interleaved in the same run.
+async fn sealed(settings: &Settings, store: &PgEventStore) -> anyhow::Result<()> {
+    let keys = cairn_secrets::Keyring::generate_key_string()?;
+    let vault = cairn_personal::Vault::new(cairn_secrets::Keyring::parse(&format!("k1:{}", keys.as_str()))?);
+    for (mode, concurrency, users) in [("single_c16", 16, 1), ("bulk100_c4", 4, 100)] {
+        let unsealed = new_users_op(store.clone(), None, users);
+        let sealed = new_users_op(store.clone(), Some(vault.clone()), users);
+        let (plain, sealed) = interleaved(concurrency, settings.phase, 3, unsealed, sealed).await?;
+        bench(
+            &format!("append.sealed_{mode}.events_per_s"),
+            sealed.ops_per_s() * users as f64,
+        );
+        bench(
+            &format!("append.sealed_{mode}.unsealed_events_per_s"),
+            plain.ops_per_s() * users as f64,
+        );
+        bench(
+            &format!("append.sealed_{mode}.ratio_to_unsealed"),
+            sealed.ops_per_s() / plain.ops_per_s(),
+        );
+        if mode == "single_c16" {
+            bench("append.sealed_single_c16.p99_ms", sealed.p(0.99));
+            bench("append.sealed_single_c16.unsealed_p99_ms", plain.p(0.99));
+        }
+    }
+    Ok(())
 }
 
 /// Events already in the instance of `append.single_c1_200k_no_stats`.

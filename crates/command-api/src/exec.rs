@@ -9,8 +9,9 @@
 
 use crate::error::ApiError;
 use cairn_auth::Caller;
-use cairn_domain::{Aggregate, AggregateId, Clock, Decision, InstanceId, Position, StoredEvent};
+use cairn_domain::{Aggregate, AggregateId, Clock, Decision, InstanceId, Position, StoredEvent, personal};
 use cairn_eventstore::{EventStore, ExpectedSequence, PgEventStore, Push, Snapshot, StoreError};
+use cairn_personal::SubjectKey;
 use sha2::Digest;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use std::future::Future;
@@ -157,13 +158,19 @@ impl Executor {
             .store
             .load_snapshot_in(conn, instance, &kind, id, A::SNAPSHOT_VERSION)
             .await?;
+        // A user's key is read once per load, for its snapshot and its events alike.
+        let mut key = None;
         let opened = match &snapshot {
-            Some(s) => self
-                .vault
-                .open_snapshot(conn, s)
-                .await?
-                .and_then(|state| serde_json::from_value::<A>(state).ok())
-                .map(|state| (state, s.sequence)),
+            Some(s) => {
+                if personal::is_sealed(&s.state) {
+                    key = Some(self.vault.user_key(conn, instance, id).await?);
+                }
+                let none = SubjectKey::Missing;
+                self.vault
+                    .open_snapshot_with(key.as_ref().unwrap_or(&none), s)?
+                    .and_then(|state| serde_json::from_value::<A>(state).ok())
+                    .map(|state| (state, s.sequence))
+            }
             None => None,
         };
         let (mut state, after) = opened.unwrap_or_else(|| (A::default(), 0));
@@ -171,7 +178,15 @@ impl Executor {
             .store
             .load_aggregate_in(conn, instance, &kind, id, after)
             .await?;
-        self.vault.open(conn, &mut tail).await?;
+        if tail.iter().any(|e| personal::is_sealed(&e.payload)) {
+            let key = match key {
+                Some(key) => key,
+                None => self.vault.user_key(conn, instance, id).await?,
+            };
+            for event in tail.iter_mut().filter(|e| personal::is_sealed(&e.payload)) {
+                self.vault.open_event(&key, event)?;
+            }
+        }
         for event in &tail {
             state.apply(event)?;
         }

@@ -23,7 +23,7 @@ pub use pg::{IDLE_IN_TRANSACTION_TIMEOUT, NOTIFY_CHANNEL, PgEventStore, begin, c
 pub use prepared::{
     PREPARED_TRANSACTION_MAX_AGE, PreparedTransaction, PreparedTransactions, prepared_transactions,
 };
-pub use push::{AggregatePush, ExpectedSequence, MAX_PAYLOAD_BYTES, Push, UniqueOp};
+pub use push::{AggregatePush, ExpectedSequence, MAX_PAYLOAD_BYTES, NewDataKey, Push, UniqueOp};
 pub use snapshot::Snapshot;
 
 use cairn_domain::{AggregateId, AggregateType, InstanceId, Position, StoredEvent};

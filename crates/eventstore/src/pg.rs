@@ -288,6 +288,10 @@ impl PushArrays {
     }
 }
 
+/// The call of the push function (`migrations/0001_eventstore.sql`, body in `0009`).
+const PUSH_SQL: &str = "SELECT out_position, out_first_offset, out_created_at, out_sequences, out_inserted \
+     FROM eventstore.push($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
+
 /// What the push function returned.
 struct Pushed {
     position: i64,
@@ -302,31 +306,52 @@ async fn call_push<'e, E: PgExecutor<'e>>(
     in_transaction: bool,
 ) -> Result<Pushed, StoreError> {
     let arrays = PushArrays::from_push(push);
-    let row = sqlx::query(
-        "SELECT out_position, out_first_offset, out_created_at, out_sequences, out_inserted \
-         FROM eventstore.push($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
-    )
-    .bind(&arrays.a_instance)
-    .bind(&arrays.a_type)
-    .bind(&arrays.a_id)
-    .bind(&arrays.a_expected)
-    .bind(&arrays.e_agg)
-    .bind(&arrays.e_nth)
-    .bind(&arrays.e_id)
-    .bind(&arrays.e_type)
-    .bind(&arrays.e_revision)
-    .bind(&arrays.e_payload)
-    .bind(&arrays.e_creator)
-    .bind(&arrays.e_owner)
-    .bind(&arrays.e_trace)
-    .bind(&arrays.u_op)
-    .bind(&arrays.u_instance)
-    .bind(&arrays.u_type)
-    .bind(&arrays.u_value)
-    .bind(in_transaction)
-    .fetch_one(executor)
-    .await
-    .map_err(|error| push_error(error, push))?;
+    // New data keys are inserted by the same statement (a data-modifying WITH runs exactly once,
+    // whether the main query reads it or not), so they commit or fail with the events.
+    let sql = if push.data_keys.is_empty() {
+        PUSH_SQL.to_owned()
+    } else {
+        format!(
+            "WITH keys AS (INSERT INTO eventstore.data_keys (instance_id, purpose, subject_id, key_id, nonce, ciphertext) \
+               SELECT * FROM unnest($19::uuid[], $20::text[], $21::uuid[], $22::text[], $23::text[], $24::text[])) \
+             {PUSH_SQL}"
+        )
+    };
+    let keys = &push.data_keys;
+    let query = sqlx::query(&sql)
+        .bind(&arrays.a_instance)
+        .bind(&arrays.a_type)
+        .bind(&arrays.a_id)
+        .bind(&arrays.a_expected)
+        .bind(&arrays.e_agg)
+        .bind(&arrays.e_nth)
+        .bind(&arrays.e_id)
+        .bind(&arrays.e_type)
+        .bind(&arrays.e_revision)
+        .bind(&arrays.e_payload)
+        .bind(&arrays.e_creator)
+        .bind(&arrays.e_owner)
+        .bind(&arrays.e_trace)
+        .bind(&arrays.u_op)
+        .bind(&arrays.u_instance)
+        .bind(&arrays.u_type)
+        .bind(&arrays.u_value)
+        .bind(in_transaction);
+    let query = if keys.is_empty() {
+        query
+    } else {
+        query
+            .bind(keys.iter().map(|k| k.instance_id.as_uuid()).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.purpose.clone()).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.subject_id.as_uuid()).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.key_id.clone()).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.nonce.clone()).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.ciphertext.clone()).collect::<Vec<_>>())
+    };
+    let row = query
+        .fetch_one(executor)
+        .await
+        .map_err(|error| push_error(error, push))?;
     drop(arrays);
 
     let pushed = Pushed {
@@ -468,6 +493,17 @@ fn push_error(error: sqlx::Error, push: &Push) -> StoreError {
             unique_type: db.detail().unwrap_or_default().to_owned(),
             value: db.hint().unwrap_or_default().to_owned(),
         },
+        "23505" if db.constraint() == Some("data_keys_pkey") => {
+            // A key for a subject that was new to the writer: its first events were pushed (and
+            // the key made) concurrently, or it was erased; either way its aggregate exists.
+            let detail = db.detail().unwrap_or_default();
+            let index = push
+                .aggregates
+                .iter()
+                .position(|a| detail.contains(&a.aggregate_id.to_string()))
+                .unwrap_or(0);
+            conflict(push, index, Some(0), None)
+        }
         "23505" if db.constraint() == Some("events_aggregate_sequence") => {
             // A concurrent writer appended the same sequence first. The key in the detail names the
             // aggregate.

@@ -59,6 +59,26 @@ pub enum UniqueOp {
     },
 }
 
+/// A data key made for the first sealed push of a subject (a user), stored in the same statement
+/// as the push's events (`eventstore.data_keys`), so a key exists exactly when its subject's first
+/// events do. The key material is sealed by the caller; the store keeps it as it is given. A key
+/// already stored for the subject fails the push as a conflict on the subject's aggregate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDataKey {
+    /// The tenant.
+    pub instance_id: InstanceId,
+    /// What the key is for (`user`).
+    pub purpose: String,
+    /// The subject (the aggregate whose data the key seals).
+    pub subject_id: AggregateId,
+    /// The keyring key that sealed it.
+    pub key_id: String,
+    /// The seal's nonce.
+    pub nonce: String,
+    /// The sealed key.
+    pub ciphertext: String,
+}
+
 /// One atomic write: events for one or several aggregates plus unique-constraint operations.
 #[derive(Debug, Clone, Default)]
 pub struct Push {
@@ -66,6 +86,8 @@ pub struct Push {
     pub aggregates: Vec<AggregatePush>,
     /// Unique-constraint operations; removals are applied before additions.
     pub unique_ops: Vec<UniqueOp>,
+    /// Data keys to store with the events (see [`NewDataKey`]).
+    pub data_keys: Vec<NewDataKey>,
 }
 
 impl Push {
@@ -86,6 +108,7 @@ impl Push {
                 events,
             }],
             unique_ops: Vec::new(),
+            data_keys: Vec::new(),
         }
     }
 
@@ -129,6 +152,7 @@ impl Push {
     pub fn and(mut self, other: Push) -> Self {
         self.aggregates.extend(other.aggregates);
         self.unique_ops.extend(other.unique_ops);
+        self.data_keys.extend(other.data_keys);
         self
     }
 

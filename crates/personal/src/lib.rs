@@ -26,7 +26,7 @@ pub use migrate::{SealReport, seal_existing};
 
 use cairn_domain::personal::{self, SEALED};
 use cairn_domain::{AggregateId, InstanceId, StoredEvent, UNIQUE_USERNAME};
-use cairn_eventstore::{Push, Snapshot, UniqueOp};
+use cairn_eventstore::{ExpectedSequence, NewDataKey, Push, Snapshot, UniqueOp};
 use cairn_secrets::{DataKey, Keyring, Sealed, SealedData, SecretsError, data_key_aad, personal_data_aad};
 use serde_json::{Map, Value};
 use sqlx::PgConnection;
@@ -115,14 +115,16 @@ impl Vault {
         &self.keyring
     }
 
-    /// Seals the personal fields of every user event in `push` under its user's data key (made on
-    /// first use) and blind-indexes its user-name claims, in place. `conn` should be the
-    /// transaction the push commits in when there is one; a key made outside it is harmless if
-    /// the push then fails (it seals nothing, and the next push for that user takes it up).
+    /// Seals the personal fields of every user event in `push` under its user's data key and
+    /// blind-indexes its user-name claims, in place. A new user's key (a push that expects
+    /// sequence 0) is made here and added to the push, which stores it in the statement that stores
+    /// the events; an existing user's key is read through `conn` (and made there for a user that
+    /// predates sealing).
     ///
     /// [`PersonalError::Erased`] when a user of the push was erased.
     pub async fn seal(&self, conn: &mut PgConnection, push: &mut Push) -> Result<Unsealed, PersonalError> {
         let mut unsealed = Unsealed::default();
+        let mut new_keys = Vec::new();
         for aggregate in &mut push.aggregates {
             if !personal::is_personal(aggregate.aggregate_type.as_str()) {
                 continue;
@@ -133,16 +135,32 @@ impl Vault {
                     continue;
                 };
                 if key.is_none() {
-                    key = Some(
-                        self.subject_key(
-                            conn,
-                            aggregate.instance_id,
-                            "user",
-                            aggregate.aggregate_id.as_uuid(),
-                        )
-                        .await?
-                        .ok_or(PersonalError::Erased(aggregate.aggregate_id))?,
-                    );
+                    let (instance, subject) = (aggregate.instance_id, aggregate.aggregate_id);
+                    key = Some(if aggregate.expected == ExpectedSequence::Exact(0) {
+                        // A new user: its key goes into the push's own statement.
+                        let fresh = DataKey::generate()?;
+                        let sealed = fresh.seal_under(
+                            &self.keyring,
+                            &data_key_aad(
+                                instance.as_uuid().as_bytes(),
+                                "user",
+                                subject.as_uuid().as_bytes(),
+                            ),
+                        )?;
+                        new_keys.push(NewDataKey {
+                            instance_id: instance,
+                            purpose: "user".into(),
+                            subject_id: subject,
+                            key_id: sealed.key_id,
+                            nonce: sealed.nonce,
+                            ciphertext: sealed.ciphertext,
+                        });
+                        fresh
+                    } else {
+                        self.subject_key(conn, instance, "user", subject.as_uuid())
+                            .await?
+                            .ok_or(PersonalError::Erased(subject))?
+                    });
                 }
                 let Some(key) = key.as_ref() else { continue };
                 let aad = event_aad(aggregate.instance_id, aggregate.aggregate_id, event.id.as_uuid());
@@ -151,6 +169,7 @@ impl Vault {
                 unsealed.plain.insert(event.id.as_uuid(), plain);
             }
         }
+        push.data_keys.extend(new_keys);
         for op in &mut push.unique_ops {
             let (UniqueOp::Add {
                 instance_id,
@@ -290,18 +309,30 @@ impl Vault {
         conn: &mut PgConnection,
         snapshot: &Snapshot,
     ) -> Result<Option<Value>, PersonalError> {
+        if !personal::is_personal(snapshot.aggregate_type.as_str()) || !personal::is_sealed(&snapshot.state) {
+            return self.open_snapshot_with(&SubjectKey::Missing, snapshot);
+        }
+        let key = self
+            .user_key(conn, snapshot.instance_id, snapshot.aggregate_id)
+            .await?;
+        self.open_snapshot_with(&key, snapshot)
+    }
+
+    /// [`Vault::open_snapshot`] with the user's key already read ([`Vault::user_key`]).
+    pub fn open_snapshot_with(
+        &self,
+        key: &SubjectKey,
+        snapshot: &Snapshot,
+    ) -> Result<Option<Value>, PersonalError> {
         if !personal::is_personal(snapshot.aggregate_type.as_str()) {
             return Ok(Some(snapshot.state.clone()));
         }
         if !personal::is_sealed(&snapshot.state) {
             return Ok(None);
         }
-        match self
-            .user_key(conn, snapshot.instance_id, snapshot.aggregate_id)
-            .await?
-        {
+        match key {
             SubjectKey::Key(key) => {
-                let opened = open_fields(&key, &snapshot.state, &snapshot_aad(snapshot))?;
+                let opened = open_fields(key, &snapshot.state, &snapshot_aad(snapshot))?;
                 Ok(opened.get("state").cloned())
             }
             SubjectKey::Erased | SubjectKey::Missing => Ok(None),

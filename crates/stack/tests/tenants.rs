@@ -751,15 +751,22 @@ async fn an_instance_setting_beats_the_default_for_that_instance_only() {
         )
         .await;
         assert_eq!(created.status, 201, "{}", created.body);
-        let id: uuid::Uuid = created.json()["id"].as_str().unwrap().parse().unwrap();
-        let payload: serde_json::Value = sqlx::query_scalar(
-            "SELECT payload FROM eventstore.events WHERE aggregate_id = $1 AND event_type = 'user.human.added'",
+        let id: cairn_domain::AggregateId = created.json()["id"].as_str().unwrap().parse().unwrap();
+        // The stored payload is sealed: read it as Cairn's own readers do.
+        let api = stack.api();
+        let mut events = cairn_eventstore::EventStore::load_aggregate(
+            &api.exec.store,
+            instance,
+            &cairn_domain::AggregateType::parse("user").unwrap(),
+            id,
+            0,
         )
-        .bind(id)
-        .fetch_one(&stack.db.pool)
         .await
         .unwrap();
-        vouched.push(payload.to_string().contains("\"verified\":true"));
+        let mut conn = stack.db.pool.acquire().await.unwrap();
+        api.exec.vault.open(&mut conn, &mut events).await.unwrap();
+        assert_eq!(events[0].event_type.as_str(), "user.human.added");
+        vouched.push(events[0].payload.to_string().contains("\"verified\":true"));
     }
     assert_eq!(
         vouched,

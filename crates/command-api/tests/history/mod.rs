@@ -669,13 +669,16 @@ async fn check(
 }
 
 async fn fold<A: Aggregate>(stack: &Stack, instance: InstanceId, id: AggregateId) -> A {
-    let events: Vec<StoredEvent> = stack
+    let mut events: Vec<StoredEvent> = stack
         .api()
         .exec
         .store
         .load_aggregate(instance, &A::aggregate_type(), id, 0)
         .await
         .unwrap();
+    // Users' personal data is sealed in the store; opened as every reader inside Cairn opens it.
+    let mut conn = stack.db.pool.acquire().await.unwrap();
+    stack.api().exec.vault.open(&mut conn, &mut events).await.unwrap();
     let mut state = A::default();
     for event in &events {
         state.apply(event).unwrap();

@@ -86,6 +86,7 @@ pub async fn multi_event_push_is_atomic_and_ordered_by_offset<S: EventStore>(sto
             aggregate(instance, "group", b, 0, vec![draft("group.added", 3)]),
         ],
         unique_ops: vec![],
+        data_keys: vec![],
     };
     let stored = store.push(push).await.unwrap();
     visible(&store, stored[2].position).await;
@@ -115,6 +116,7 @@ pub async fn multi_event_push_is_atomic_and_ordered_by_offset<S: EventStore>(sto
             aggregate(instance, "group", b, 0, vec![draft("group.changed", 5)]),
         ],
         unique_ops: vec![],
+        data_keys: vec![],
     };
     match store.push(bad).await {
         Err(StoreError::Conflict {

@@ -104,10 +104,11 @@ fn event_catalogue_matches_the_contract() {
         "user.locked",
         "user.unlocked",
         "user.removed",
+        "user.erased",
         "user.pat.added",
         "user.pat.removed",
     ] {
         assert!(UserEvent::EVENT_TYPES.contains(&named), "{named} missing");
     }
-    assert_eq!(UserEvent::EVENT_TYPES.len(), 18);
+    assert_eq!(UserEvent::EVENT_TYPES.len(), 19);
 }
