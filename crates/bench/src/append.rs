@@ -152,8 +152,9 @@ fn new_users_op(
                 ));
             }
             if let Some(vault) = &vault {
-                let mut conn = store.pool().acquire().await?;
-                vault.seal(&mut conn, &mut push).await?;
+                vault
+                    .seal(&mut cairn_personal::Db::pool(store.pool()), &mut push)
+                    .await?;
             }
             store.push(push).await?;
             Ok(())

@@ -11,7 +11,7 @@ use crate::error::ApiError;
 use cairn_auth::Caller;
 use cairn_domain::{Aggregate, AggregateId, Clock, Decision, InstanceId, Position, StoredEvent, personal};
 use cairn_eventstore::{EventStore, ExpectedSequence, PgEventStore, Push, Snapshot, StoreError};
-use cairn_personal::SubjectKey;
+use cairn_personal::{Db, SubjectKey};
 use sha2::Digest;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use std::future::Future;
@@ -294,11 +294,8 @@ impl Executor {
                 tx.conn().await?;
             }
             let unsealed = match tx.inner.as_mut() {
-                Some(conn) => self.vault.seal(conn, &mut push).await?,
-                None => {
-                    let mut conn = self.pool.acquire().await?;
-                    self.vault.seal(&mut conn, &mut push).await?
-                }
+                Some(conn) => self.vault.seal(&mut Db::Conn(conn), &mut push).await?,
+                None => self.vault.seal(&mut Db::pool(&self.pool), &mut push).await?,
             };
             let result = match tx.inner.as_mut() {
                 // Inside a transaction: a savepoint lets a conflict be retried in it.

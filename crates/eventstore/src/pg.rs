@@ -496,23 +496,12 @@ fn push_error(error: sqlx::Error, push: &Push) -> StoreError {
         "23505" if db.constraint() == Some("data_keys_pkey") => {
             // A key for a subject that was new to the writer: its first events were pushed (and
             // the key made) concurrently, or it was erased; either way its aggregate exists.
-            let detail = db.detail().unwrap_or_default();
-            let index = push
-                .aggregates
-                .iter()
-                .position(|a| detail.contains(&a.aggregate_id.to_string()))
-                .unwrap_or(0);
-            conflict(push, index, Some(0), None)
+            conflict(push, aggregate_named(push, db.detail()), Some(0), None)
         }
         "23505" if db.constraint() == Some("events_aggregate_sequence") => {
             // A concurrent writer appended the same sequence first. The key in the detail names the
             // aggregate.
-            let detail = db.detail().unwrap_or_default();
-            let index = push
-                .aggregates
-                .iter()
-                .position(|a| detail.contains(&a.aggregate_id.to_string()))
-                .unwrap_or(0);
+            let index = aggregate_named(push, db.detail());
             let expected = push.aggregates.get(index).and_then(|a| match a.expected {
                 ExpectedSequence::Exact(n) => Some(n),
                 ExpectedSequence::Any => None,
@@ -521,6 +510,16 @@ fn push_error(error: sqlx::Error, push: &Push) -> StoreError {
         }
         _ => unavailable(error),
     }
+}
+
+/// The index of the push's aggregate whose id a unique violation's detail names (the first when
+/// none does).
+fn aggregate_named(push: &Push, detail: Option<&str>) -> usize {
+    let detail = detail.unwrap_or_default();
+    push.aggregates
+        .iter()
+        .position(|a| detail.contains(&a.aggregate_id.to_string()))
+        .unwrap_or(0)
 }
 
 fn conflict(push: &Push, index: usize, expected: Option<i64>, actual: Option<i64>) -> StoreError {

@@ -222,7 +222,9 @@ pub async fn create_in(
         creator,
         org_id,
     ));
-    let unsealed = vault.seal(&mut *conn, &mut push).await?;
+    let unsealed = vault
+        .seal(&mut cairn_personal::Db::Conn(&mut *conn), &mut push)
+        .await?;
     let mut events = store
         .push_in(&mut *conn, push)
         .await

@@ -29,7 +29,8 @@ use cairn_domain::{AggregateId, InstanceId, StoredEvent, UNIQUE_USERNAME};
 use cairn_eventstore::{ExpectedSequence, NewDataKey, Push, Snapshot, UniqueOp};
 use cairn_secrets::{DataKey, Keyring, Sealed, SealedData, SecretsError, data_key_aad, personal_data_aad};
 use serde_json::{Map, Value};
-use sqlx::PgConnection;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use uuid::Uuid;
@@ -55,6 +56,39 @@ pub enum PersonalError {
     /// A sealed payload or snapshot is not in the sealed form.
     #[error("malformed sealed data: {0}")]
     Malformed(String),
+}
+
+/// Where the vault reads and makes keys: the caller's connection (the transaction its push will
+/// commit in), or a pool it takes a connection from only when it needs one: sealing a new user's
+/// events with a cached index key needs none, and taking one from the pool costs a round trip (the
+/// pool checks a connection before handing it out).
+pub enum Db<'a> {
+    /// The caller's connection.
+    Conn(&'a mut PgConnection),
+    /// A pool, and the connection taken from it once one was needed.
+    Pool(&'a PgPool, Option<PoolConnection<Postgres>>),
+}
+
+impl<'a> Db<'a> {
+    /// Connections from `pool`, taken only when needed.
+    pub fn pool(pool: &'a PgPool) -> Self {
+        Db::Pool(pool, None)
+    }
+
+    async fn conn(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        match self {
+            Db::Conn(conn) => Ok(&mut **conn),
+            Db::Pool(pool, held) => {
+                if held.is_none() {
+                    *held = Some(pool.acquire().await?);
+                }
+                match held {
+                    Some(conn) => Ok(&mut **conn),
+                    None => Err(sqlx::Error::PoolClosed),
+                }
+            }
+        }
+    }
 }
 
 /// A subject's data key as stored: usable, destroyed, or never made.
@@ -122,7 +156,7 @@ impl Vault {
     /// predates sealing).
     ///
     /// [`PersonalError::Erased`] when a user of the push was erased.
-    pub async fn seal(&self, conn: &mut PgConnection, push: &mut Push) -> Result<Unsealed, PersonalError> {
+    pub async fn seal(&self, db: &mut Db<'_>, push: &mut Push) -> Result<Unsealed, PersonalError> {
         let mut unsealed = Unsealed::default();
         let mut new_keys = Vec::new();
         for aggregate in &mut push.aggregates {
@@ -157,7 +191,7 @@ impl Vault {
                         });
                         fresh
                     } else {
-                        self.subject_key(conn, instance, "user", subject.as_uuid())
+                        self.subject_key(db.conn().await?, instance, "user", subject.as_uuid())
                             .await?
                             .ok_or(PersonalError::Erased(subject))?
                     });
@@ -182,7 +216,7 @@ impl Vault {
                 value,
             }) = op;
             if unique_type == UNIQUE_USERNAME && !value.starts_with(BLIND_PREFIX) {
-                *value = self.blind(conn, *instance_id, unique_type, value).await?;
+                *value = self.blind(db, *instance_id, unique_type, value).await?;
             }
         }
         Ok(unsealed)
@@ -192,7 +226,7 @@ impl Vault {
     /// the instance's index key (made on first use).
     pub async fn blind(
         &self,
-        conn: &mut PgConnection,
+        db: &mut Db<'_>,
         instance: InstanceId,
         kind: &str,
         value: &str,
@@ -202,7 +236,7 @@ impl Vault {
             Some(key) => key,
             None => {
                 let key = self
-                    .subject_key(conn, instance, "index", instance.as_uuid())
+                    .subject_key(db.conn().await?, instance, "index", instance.as_uuid())
                     .await?
                     .ok_or_else(|| {
                         PersonalError::Malformed(format!("the index key of instance {instance} is gone"))

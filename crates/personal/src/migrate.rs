@@ -8,7 +8,7 @@
 //! payload it replaced. Copies already published to the stream before the migration stay plain
 //! until the stream's retention drops them (docs/ARCHITECTURE.md, "Personal data").
 
-use crate::{PersonalError, Vault, event_aad, seal_fields};
+use crate::{Db, PersonalError, Vault, event_aad, seal_fields};
 use cairn_domain::personal::{self, ERASED, ERASED_VALUE, READABLE_USER_FIELDS, SEALED};
 use cairn_domain::{AggregateId, InstanceId, UNIQUE_USERNAME};
 use serde_json::Value;
@@ -112,7 +112,12 @@ pub async fn seal_existing(pool: &PgPool, vault: &Vault, batch: i64) -> Result<S
         }
         for (instance, value) in claims {
             let blinded = vault
-                .blind(&mut tx, InstanceId::from_uuid(instance), UNIQUE_USERNAME, &value)
+                .blind(
+                    &mut Db::Conn(&mut tx),
+                    InstanceId::from_uuid(instance),
+                    UNIQUE_USERNAME,
+                    &value,
+                )
                 .await?;
             let moved = sqlx::query(
                 "UPDATE eventstore.unique_constraints SET unique_value = $4 \

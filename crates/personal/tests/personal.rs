@@ -34,8 +34,10 @@ fn user_push(instance: InstanceId, user: AggregateId, expected: i64, given: &str
 }
 
 async fn sealed_push(db: &TestDb, vault: &Vault, mut push: Push) -> Result<Vec<StoredEvent>, StoreError> {
-    let mut conn = db.pool.acquire().await.unwrap();
-    vault.seal(&mut conn, &mut push).await.unwrap();
+    vault
+        .seal(&mut cairn_personal::Db::pool(&db.pool), &mut push)
+        .await
+        .unwrap();
     PgEventStore::new(db.pool.clone()).push(push).await
 }
 

@@ -12,7 +12,6 @@ use cairn_domain::{
 use cairn_eventstore::{EventStore, ExpectedSequence, PgEventStore, Push};
 use cairn_readmodel::PositionWaiter;
 use cairn_stack::Stack;
-use cairn_testkit::eventually;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -138,22 +137,6 @@ async fn a_write_is_readable_after_waiting_for_its_position_1000_times_out_of_10
         "{error}"
     );
     stack.stop().await.unwrap();
-}
-
-async fn checksums(pool: &sqlx::PgPool) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for projection in cairn_readmodel::all() {
-        for table in projection.tables() {
-            let sum: String = sqlx::query_scalar(&format!(
-                "SELECT coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), 'empty') FROM {table} t"
-            ))
-            .fetch_one(pool)
-            .await
-            .unwrap();
-            out.push((table.to_owned(), sum));
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -298,22 +281,10 @@ async fn read_models_follow_the_domain_and_equal_a_rebuild_from_zero() {
     );
 
     // Every read model equals a rebuild from zero.
-    let live = checksums(&stack.db.pool).await;
-    for projection in cairn_readmodel::all() {
-        cairn_projection::health::request_rebuild(&stack.db.pool, projection.name(), None)
-            .await
-            .unwrap();
-    }
-    eventually("every rebuild to finish", WAIT * 3, || async {
-        let pending: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM projections.projection_states WHERE rebuild_requested OR status <> 'active'",
-        )
-        .fetch_one(&stack.db.pool)
-        .await?;
-        Ok((pending == 0).then_some(()))
-    })
-    .await
-    .unwrap();
+    let live = cairn_stack::read_model_checksums(&stack.db.pool).await.unwrap();
+    cairn_stack::rebuild_read_models(&stack.db.pool, WAIT * 3)
+        .await
+        .unwrap();
     waiter(&stack)
         .wait_for_position(
             &["users", "groups", "milestones", "orgs", "instances"],
@@ -324,7 +295,7 @@ async fn read_models_follow_the_domain_and_equal_a_rebuild_from_zero() {
         .await
         .unwrap();
     assert_eq!(
-        checksums(&stack.db.pool).await,
+        cairn_stack::read_model_checksums(&stack.db.pool).await.unwrap(),
         live,
         "rebuilt read models differ from the live ones"
     );

@@ -13,11 +13,8 @@ use hmac::{Hmac, Mac};
 use std::fmt;
 use zeroize::Zeroizing;
 
-use crate::keyring::{KEY_LEN, NONCE_LEN, Sealed};
+use crate::keyring::{KEY_LEN, NONCE_LEN, Sealed, decode_sealed};
 use crate::{Keyring, SecretsError, os_random};
-
-/// GCM tag length: every ciphertext is at least this long.
-const TAG_LEN: usize = 16;
 
 /// A value sealed with a [`DataKey`]: `{"nonce", "ciphertext"}` (standard base64, the tag
 /// appended to the ciphertext). Which key sealed it is known from its context (the subject it
@@ -82,16 +79,7 @@ impl DataKey {
 
     /// Decrypts a value sealed with [`DataKey::encrypt`] under the same `aad`.
     pub fn decrypt(&self, sealed: &SealedData, aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
-        let nonce: [u8; NONCE_LEN] = STANDARD
-            .decode(&sealed.nonce)
-            .ok()
-            .and_then(|n| n.try_into().ok())
-            .ok_or(SecretsError::MalformedSealed { field: "nonce" })?;
-        let ciphertext = STANDARD
-            .decode(&sealed.ciphertext)
-            .ok()
-            .filter(|c| c.len() >= TAG_LEN)
-            .ok_or(SecretsError::MalformedSealed { field: "ciphertext" })?;
+        let (nonce, ciphertext) = decode_sealed(&sealed.nonce, &sealed.ciphertext)?;
         self.cipher
             .decrypt(
                 &GenericArray::from(nonce),

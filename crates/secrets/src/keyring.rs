@@ -53,6 +53,24 @@ pub struct Sealed {
     pub ciphertext: String,
 }
 
+/// The nonce and the ciphertext (tag appended) of a stored seal, from their base64.
+pub(crate) fn decode_sealed(
+    nonce: &str,
+    ciphertext: &str,
+) -> Result<([u8; NONCE_LEN], Vec<u8>), SecretsError> {
+    let nonce: [u8; NONCE_LEN] = STANDARD
+        .decode(nonce)
+        .ok()
+        .and_then(|n| n.try_into().ok())
+        .ok_or(SecretsError::MalformedSealed { field: "nonce" })?;
+    let ciphertext = STANDARD
+        .decode(ciphertext)
+        .ok()
+        .filter(|c| c.len() >= TAG_LEN)
+        .ok_or(SecretsError::MalformedSealed { field: "ciphertext" })?;
+    Ok((nonce, ciphertext))
+}
+
 /// Builds associated data from context parts, unambiguously: each part is prefixed with its length,
 /// so `["ab", "c"]` and `["a", "bc"]` differ. Use the same parts to encrypt and to decrypt, for
 /// example `aad(&[b"email-code", instance_id, user_id])`.
@@ -203,16 +221,7 @@ impl Keyring {
             .ok_or_else(|| SecretsError::UnknownKeyId {
                 key_id: sealed.key_id.clone(),
             })?;
-        let nonce: [u8; NONCE_LEN] = STANDARD
-            .decode(&sealed.nonce)
-            .ok()
-            .and_then(|n| n.try_into().ok())
-            .ok_or(SecretsError::MalformedSealed { field: "nonce" })?;
-        let ciphertext = STANDARD
-            .decode(&sealed.ciphertext)
-            .ok()
-            .filter(|c| c.len() >= TAG_LEN)
-            .ok_or(SecretsError::MalformedSealed { field: "ciphertext" })?;
+        let (nonce, ciphertext) = decode_sealed(&sealed.nonce, &sealed.ciphertext)?;
         cipher
             .decrypt(
                 &GenericArray::from(nonce),

@@ -35,6 +35,15 @@ pub async fn bootstrap(
     Ok((admin, scim_token))
 }
 
+/// `message` as a gRPC request carrying `authorization: Bearer <token>`.
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
 /// The token of the stack's event API (the eventstore service's gRPC).
 pub const EVENTSTORE_TOKEN: &str = "stack-token-0123456789abcdef0123456789";
 

@@ -13,7 +13,7 @@ use cairn_domain::{
 use cairn_eventstore::{EventStore, ExpectedSequence, Push};
 use cairn_proto::eventstore::v1 as es;
 use cairn_proto::user::v1 as user;
-use cairn_stack::Stack;
+use cairn_stack::{Stack, with_token};
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -162,14 +162,6 @@ fn assert_free_of(place: &str, text: &str, values: &[&str]) {
 
 // ---------------------------------------------------------------------------------------------
 // Calls
-
-fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
 
 fn profile() -> user::HumanProfile {
     user::HumanProfile {
@@ -721,20 +713,22 @@ async fn a_scim_delete_erases_when_the_instance_says_so() {
     let stack = Stack::start().await.unwrap();
     let system = stack.system_token().await.unwrap();
     let mut systems = sys::system_service_client::SystemServiceClient::new(stack.channel());
-    let body = serde_json::json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-        "userName": "scim.person@corp.example.org",
-        "name": {"givenName": GIVEN, "familyName": FAMILY},
-    });
+    // A user made and deleted over SCIM; its id.
+    let made_and_deleted = || async {
+        let body = serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "scim.person@corp.example.org",
+            "name": {"givenName": GIVEN, "familyName": FAMILY},
+        });
+        let created = stack.scim("POST", "/Users", Some(&body)).await.unwrap();
+        assert_eq!(created.status, 201, "{}", created.body);
+        let id = created.json()["id"].as_str().unwrap().to_owned();
+        let deleted = stack.scim("DELETE", &format!("/Users/{id}"), None).await.unwrap();
+        assert_eq!(deleted.status, 204, "{}", deleted.body);
+        id
+    };
     // Off (the default): a DELETE removes, and the key stays for a later erasure.
-    let created = stack.scim("POST", "/Users", Some(&body)).await.unwrap();
-    assert_eq!(created.status, 201, "{}", created.body);
-    let kept = created.json()["id"].as_str().unwrap().to_owned();
-    let deleted = stack
-        .scim("DELETE", &format!("/Users/{kept}"), None)
-        .await
-        .unwrap();
-    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    let kept = made_and_deleted().await;
     let live_key = |id: String| {
         let pool = stack.db.pool.clone();
         async move {
@@ -764,19 +758,7 @@ async fn a_scim_delete_erases_when_the_instance_says_so() {
         ))
         .await
         .unwrap();
-    let body = serde_json::json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-        "userName": "scim.person@corp.example.org",
-        "name": {"givenName": GIVEN, "familyName": FAMILY},
-    });
-    let created = stack.scim("POST", "/Users", Some(&body)).await.unwrap();
-    assert_eq!(created.status, 201, "{}", created.body);
-    let erased = created.json()["id"].as_str().unwrap().to_owned();
-    let deleted = stack
-        .scim("DELETE", &format!("/Users/{erased}"), None)
-        .await
-        .unwrap();
-    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    let erased = made_and_deleted().await;
     assert!(!live_key(erased.clone()).await, "the DELETE erased the user");
     let last: String = sqlx::query_scalar(
         "SELECT event_type FROM eventstore.events WHERE aggregate_id = $1::uuid ORDER BY sequence DESC LIMIT 1",

@@ -9,18 +9,10 @@ use cairn_proto::system::v1 as sys;
 use cairn_proto::system::v1::system_service_client::SystemServiceClient;
 use cairn_proto::user::v1 as user;
 use cairn_proto::user::v1::user_service_client::UserServiceClient;
-use cairn_stack::{Stack, request};
+use cairn_stack::{Stack, request, with_token};
 use serde_json::json;
 use std::time::Duration;
 use tonic::Code;
-
-fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
 
 async fn scim(
     stack: &Stack,
