@@ -773,3 +773,46 @@ async fn a_scim_delete_erases_when_the_instance_says_so() {
     assert!(!live_key(kept).await);
     stack.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_projection_keeps_the_event_it_could_not_apply_sealed() {
+    let stack = Stack::start_with(cairn_stack::Options::default().projector_max_attempts(1))
+        .await
+        .unwrap();
+    let api = stack.api();
+    // A profile change of a user the users projection has no row for: it fails, and the worker
+    // records the event for the operator.
+    let id = AggregateId::new();
+    let mut push = Push::single(
+        stack.admin.instance_id,
+        User::aggregate_type(),
+        id,
+        ExpectedSequence::Exact(0),
+        vec![cairn_domain::EventDraft::new(
+            cairn_domain::EventType::parse("user.human.profile.changed").unwrap(),
+            serde_json::json!({"name": {"givenName": GIVEN, "familyName": FAMILY}}),
+            "test",
+            stack.admin.org_id,
+        )],
+    );
+    api.exec
+        .vault
+        .seal(&mut cairn_personal::Db::pool(&stack.db.pool), &mut push)
+        .await
+        .unwrap();
+    api.exec.store.push(push).await.unwrap();
+    let recorded: String = cairn_testkit::eventually("the failure to be recorded", WAIT, || async {
+        let data: Option<String> = sqlx::query_scalar(
+            "SELECT event_data::text FROM projections.projection_failed_events WHERE aggregate_id = $1",
+        )
+        .bind(id.as_uuid())
+        .fetch_optional(&stack.db.pool)
+        .await?;
+        Ok(data)
+    })
+    .await
+    .unwrap();
+    assert_free_of("the failed event's record", &recorded, &[GIVEN, FAMILY]);
+    assert!(recorded.contains("$sealed"), "{recorded}");
+    stack.stop().await.unwrap();
+}
