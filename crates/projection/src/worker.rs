@@ -27,6 +27,7 @@ use cairn_domain::{EventPayload, InstanceId, Position, StoredEvent};
 use cairn_eventstore::{EventFilter, EventStore, PgEventStore, StoreError};
 use sqlx::{PgConnection, PgPool, Row};
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -206,7 +207,13 @@ pub async fn step(
         .execute(&mut *tx)
         .await?;
     // Personal data opens here, with the keys as of this transaction: a user erased meanwhile
-    // reads as erased, the same as a rebuild after the erasure reads it.
+    // reads as erased, the same as a rebuild after the erasure reads it. What is kept of an event
+    // (a failure's record) keeps it as stored, sealed.
+    let sealed: HashMap<Position, serde_json::Value> = events
+        .iter()
+        .filter(|e| cairn_domain::personal::is_sealed(&e.payload))
+        .map(|e| (e.position, e.payload.clone()))
+        .collect();
     match &config.vault {
         Some(vault) => vault.open(&mut tx, &mut events).await?,
         None if events
@@ -223,7 +230,16 @@ pub async fn step(
     } else {
         lock_failed(&mut tx, name, instance, state.position, covered_to).await?
     };
-    let applied = apply(&mut tx, projection, instance, &events, &marks.skipped, config).await?;
+    let applied = apply(
+        &mut tx,
+        projection,
+        instance,
+        &events,
+        &sealed,
+        &marks.skipped,
+        config,
+    )
+    .await?;
     let removed = matches!(applied, Applied::All) && removal.is_some();
     if removed {
         projection.remove_instance(&mut tx, instance).await?;
@@ -376,6 +392,7 @@ async fn apply(
     projection: &dyn Projection,
     instance: InstanceId,
     events: &[StoredEvent],
+    sealed: &HashMap<Position, serde_json::Value>,
     skipped: &[Position],
     config: &WorkerConfig,
 ) -> Result<Applied, WorkerError> {
@@ -428,9 +445,19 @@ async fn apply(
                 sqlx::query("ROLLBACK TO SAVEPOINT event")
                     .execute(&mut *tx)
                     .await?;
-                let attempts =
-                    record_failure(tx, projection.name(), instance, event, &error.to_string(), config)
-                        .await?;
+                let mut as_stored = Cow::Borrowed(event);
+                if let Some(payload) = sealed.get(&event.position) {
+                    as_stored.to_mut().payload = payload.clone();
+                }
+                let attempts = record_failure(
+                    tx,
+                    projection.name(),
+                    instance,
+                    &as_stored,
+                    &error.to_string(),
+                    config,
+                )
+                .await?;
                 tracing::warn!(
                     projection = projection.name(),
                     %instance,
