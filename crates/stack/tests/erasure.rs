@@ -99,13 +99,13 @@ async fn snapshots_text(stack: &Stack) -> String {
     rows_text(&stack.db.pool, "SELECT t::text FROM eventstore.snapshots t").await
 }
 
-/// Every row of every table outside the event store's own (read models, the API's tables, the
-/// notifier's), plus the unique claims.
+/// Every row of every table of the database but the events and snapshots (searched on their own):
+/// read models, the API's and the notifier's tables, failed events, unique claims, data keys.
 async fn read_models_text(stack: &Stack) -> String {
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT schemaname || '.' || tablename FROM pg_tables \
-          WHERE schemaname IN ('projections', 'api', 'notification', 'public') \
-             OR (schemaname = 'eventstore' AND tablename = 'unique_constraints')",
+          WHERE schemaname NOT IN ('pg_catalog', 'information_schema') \
+            AND NOT (schemaname = 'eventstore' AND tablename IN ('events', 'snapshots'))",
     )
     .fetch_all(&stack.db.pool)
     .await
