@@ -463,18 +463,9 @@ impl Vault {
         let mut keys = HashMap::with_capacity(rows.len());
         for (instance, subject, key_id, nonce, ciphertext) in rows {
             let instance = InstanceId::from_uuid(instance);
-            let key = match (key_id, nonce, ciphertext) {
-                (Some(key_id), Some(nonce), Some(ciphertext)) => SubjectKey::Key(Box::new(self.unwrap_key(
-                    instance,
-                    "user",
-                    subject,
-                    Sealed {
-                        key_id,
-                        nonce,
-                        ciphertext,
-                    },
-                )?)),
-                _ => SubjectKey::Erased,
+            let key = match self.unwrap_key(instance, "user", subject, (key_id, nonce, ciphertext))? {
+                Some(key) => SubjectKey::Key(Box::new(key)),
+                None => SubjectKey::Erased,
             };
             keys.insert((instance, subject), key);
         }
@@ -489,6 +480,19 @@ impl Vault {
         purpose: &str,
         subject: Uuid,
     ) -> Result<Option<DataKey>, PersonalError> {
+        // Usually the key exists: read it without making one.
+        let stored: Option<(StoredKey, StoredKey, StoredKey)> = sqlx::query_as(
+            "SELECT key_id, nonce, ciphertext FROM eventstore.data_keys \
+              WHERE instance_id = $1 AND purpose = $2 AND subject_id = $3",
+        )
+        .bind(instance.as_uuid())
+        .bind(purpose)
+        .bind(subject)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(stored) = stored {
+            return self.unwrap_key(instance, purpose, subject, stored);
+        }
         // Two rounds at most: when a concurrent transaction made the key first, this statement
         // waits for it and inserts nothing, and only the next statement's snapshot sees its row.
         for _ in 0..2 {
@@ -516,15 +520,9 @@ impl Vault {
             .await?;
             match row {
                 Some((_, _, _, true)) => return Ok(Some(fresh)),
-                Some((Some(key_id), Some(nonce), Some(ciphertext), false)) => {
-                    let stored = Sealed {
-                        key_id,
-                        nonce,
-                        ciphertext,
-                    };
-                    return self.unwrap_key(instance, purpose, subject, stored).map(Some);
+                Some((key_id, nonce, ciphertext, false)) => {
+                    return self.unwrap_key(instance, purpose, subject, (key_id, nonce, ciphertext));
                 }
-                Some(_) => return Ok(None),
                 None => continue,
             }
         }
@@ -533,15 +531,24 @@ impl Vault {
         )))
     }
 
+    /// The key of a stored row; `None` for a tombstone (the key was destroyed).
     fn unwrap_key(
         &self,
         instance: InstanceId,
         purpose: &str,
         subject: Uuid,
-        sealed: Sealed,
-    ) -> Result<DataKey, PersonalError> {
+        (key_id, nonce, ciphertext): (StoredKey, StoredKey, StoredKey),
+    ) -> Result<Option<DataKey>, PersonalError> {
+        let (Some(key_id), Some(nonce), Some(ciphertext)) = (key_id, nonce, ciphertext) else {
+            return Ok(None);
+        };
+        let sealed = Sealed {
+            key_id,
+            nonce,
+            ciphertext,
+        };
         let aad = data_key_aad(instance.as_uuid().as_bytes(), purpose, subject.as_bytes());
-        Ok(DataKey::open_from(&self.keyring, &sealed, &aad)?)
+        Ok(Some(DataKey::open_from(&self.keyring, &sealed, &aad)?))
     }
 }
 
