@@ -655,6 +655,46 @@ async fn events_written_before_sealing_are_sealed_in_place_by_the_migration() {
         "and claimed its name plain"
     );
 
+    // A second user of that time, erased before anyone ran the migration: its plain events are
+    // erased all the same, and its name is free again.
+    let legacy = AggregateId::new();
+    let decision = User::default()
+        .add_human(AddHumanUser {
+            org_id: org,
+            user_name: UserName::parse("legacy.zoltrane@corp.example.org").unwrap(),
+            profile: HumanProfile {
+                nick_name: Some("Legacyvara Zoltrane".into()),
+                ..Default::default()
+            },
+            password_hash: None,
+            active: true,
+        })
+        .unwrap();
+    api.exec
+        .store
+        .push(Push::from_decision(
+            instance,
+            User::aggregate_type(),
+            legacy,
+            ExpectedSequence::Exact(0),
+            decision,
+            "test",
+            org,
+        ))
+        .await
+        .unwrap();
+    let position = erase(&stack, &legacy.to_string()).await.unwrap();
+    wait_for(&stack, position).await;
+    for (place, text) in [
+        ("the event table", events_text(&stack).await),
+        ("the read models", read_models_text(&stack).await),
+    ] {
+        assert_free_of(place, &text, &["Legacyvara", "legacy.zoltrane"]);
+    }
+    add_user(&stack, "legacy.zoltrane@corp.example.org", Default::default())
+        .await
+        .expect("the erased legacy user's name is free again");
+
     let report = cairn_personal::seal_existing(&stack.db.pool, &api.exec.vault, 1)
         .await
         .unwrap();
