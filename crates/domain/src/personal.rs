@@ -93,6 +93,18 @@ pub fn erased_form(payload: &Value) -> Value {
     Value::Object(out)
 }
 
+/// The erased form of a payload that was never sealed (written before sealing existed): its
+/// readable fields, each personal field shown as [`ERASED_VALUE`], and [`ERASED`] set; `None` when
+/// it holds no personal field.
+pub fn erase_plain(payload: &Value) -> Option<Value> {
+    let (mut out, personal) = split(payload)?;
+    for name in personal.keys() {
+        out.insert(name.clone(), Value::String(ERASED_VALUE.into()));
+    }
+    out.insert(ERASED.into(), Value::Bool(true));
+    Some(Value::Object(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +133,10 @@ mod tests {
         );
         assert!(is_erased(&erased) && !is_sealed(&erased));
         assert!(is_sealed(&sealed) && !is_erased(&sealed));
+        assert_eq!(
+            erase_plain(&json!({"orgId": "o", "nickName": "Q"})),
+            Some(json!({"orgId": "o", "nickName": "erased", ERASED: true}))
+        );
+        assert_eq!(erase_plain(&json!({"tokenId": "t"})), None);
     }
 }

@@ -204,6 +204,17 @@ impl Vault {
             }
         }
         push.data_keys.extend(new_keys);
+        // A name claimed before sealing existed (and not yet migrated) is held plain: releasing it
+        // releases the plain claim too.
+        let plain_releases: Vec<UniqueOp> = push
+            .unique_ops
+            .iter()
+            .filter(|op| {
+                matches!(op, UniqueOp::Remove { unique_type, value, .. }
+                    if unique_type == UNIQUE_USERNAME && !value.starts_with(BLIND_PREFIX))
+            })
+            .cloned()
+            .collect();
         for op in &mut push.unique_ops {
             let (UniqueOp::Add {
                 instance_id,
@@ -219,6 +230,7 @@ impl Vault {
                 *value = self.blind(db, *instance_id, unique_type, value).await?;
             }
         }
+        push.unique_ops.extend(plain_releases);
         Ok(unsealed)
     }
 
@@ -374,7 +386,10 @@ impl Vault {
     }
 
     /// Destroys the user's data key (leaving a tombstone, so it is never made again) and drops
-    /// its snapshots, in the caller's transaction: commit it with the `user.erased` event.
+    /// its snapshots, in the caller's transaction: commit it with the `user.erased` event. Events
+    /// of the user still plain (written before sealing, not yet migrated by [`seal_existing`]) are
+    /// rewritten to their erased form in the same transaction, so erasure never depends on the
+    /// migration having run.
     pub async fn erase(
         &self,
         conn: &mut PgConnection,
@@ -392,6 +407,34 @@ impl Vault {
         .bind(user.as_uuid())
         .execute(&mut *conn)
         .await?;
+        let plain: Vec<(i64, Value)> = sqlx::query_as(
+            "SELECT sequence, payload FROM eventstore.events \
+              WHERE instance_id = $1 AND aggregate_type = $2 AND aggregate_id = $3 \
+                AND NOT payload ? $4 AND NOT payload ? $5",
+        )
+        .bind(instance.as_uuid())
+        .bind(personal::PERSONAL_AGGREGATE)
+        .bind(user.as_uuid())
+        .bind(SEALED)
+        .bind(personal::ERASED)
+        .fetch_all(&mut *conn)
+        .await?;
+        for (sequence, payload) in plain {
+            let Some(erased) = personal::erase_plain(&payload) else {
+                continue;
+            };
+            sqlx::query(
+                "UPDATE eventstore.events SET payload = $5 \
+                  WHERE instance_id = $1 AND aggregate_type = $2 AND aggregate_id = $3 AND sequence = $4",
+            )
+            .bind(instance.as_uuid())
+            .bind(personal::PERSONAL_AGGREGATE)
+            .bind(user.as_uuid())
+            .bind(sequence)
+            .bind(&erased)
+            .execute(&mut *conn)
+            .await?;
+        }
         sqlx::query(
             "DELETE FROM eventstore.snapshots WHERE instance_id = $1 AND aggregate_type = $2 AND aggregate_id = $3",
         )

@@ -9,7 +9,7 @@
 //! until the stream's retention drops them (docs/ARCHITECTURE.md, "Personal data").
 
 use crate::{Db, PersonalError, Vault, event_aad, seal_fields};
-use cairn_domain::personal::{self, ERASED, ERASED_VALUE, READABLE_USER_FIELDS, SEALED};
+use cairn_domain::personal::{self, ERASED, READABLE_USER_FIELDS, SEALED};
 use cairn_domain::{AggregateId, InstanceId, UNIQUE_USERNAME};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -73,12 +73,10 @@ pub async fn seal_existing(pool: &PgPool, vault: &Vault, batch: i64) -> Result<S
                 None => {
                     // Erased before the migration ran: the values go, the field names stay.
                     report.events_erased += 1;
-                    let mut out = readable;
-                    for name in fields.keys() {
-                        out.insert(name.clone(), Value::String(ERASED_VALUE.into()));
-                    }
-                    out.insert(ERASED.into(), Value::Bool(true));
-                    Value::Object(out)
+                    let mut payload = readable;
+                    payload.extend(fields);
+                    personal::erase_plain(&Value::Object(payload))
+                        .ok_or_else(|| PersonalError::Malformed("no personal field to erase".into()))?
                 }
             };
             sqlx::query(
