@@ -501,8 +501,10 @@ pub async fn run(stack: &mut Stack, shape: Shape, seed: u64) -> Report {
                         // removal, as real clients do).
                         let mut world = world.lock().unwrap();
                         match &op {
-                            Op::AddGroup(id, ..) => world.groups.push(*id),
-                            Op::AddUser(id, _) => world.users.push(*id),
+                            // Once, however often the call was answered (a replayed key answers
+                            // twice): a duplicate would let one removal empty the list.
+                            Op::AddGroup(id, ..) if !world.groups.contains(id) => world.groups.push(*id),
+                            Op::AddUser(id, _) if !world.users.contains(id) => world.users.push(*id),
                             Op::RemoveGroup(id) if world.groups.len() > 1 => world.groups.retain(|g| g != id),
                             Op::RemoveUser(id) if world.users.len() > 1 => world.users.retain(|u| u != id),
                             _ => {}
