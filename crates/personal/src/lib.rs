@@ -423,17 +423,7 @@ impl Vault {
             let Some(erased) = personal::erase_plain(&payload) else {
                 continue;
             };
-            sqlx::query(
-                "UPDATE eventstore.events SET payload = $5 \
-                  WHERE instance_id = $1 AND aggregate_type = $2 AND aggregate_id = $3 AND sequence = $4",
-            )
-            .bind(instance.as_uuid())
-            .bind(personal::PERSONAL_AGGREGATE)
-            .bind(user.as_uuid())
-            .bind(sequence)
-            .bind(&erased)
-            .execute(&mut *conn)
-            .await?;
+            rewrite_event(conn, instance, user, sequence, &erased).await?;
         }
         sqlx::query(
             "DELETE FROM eventstore.snapshots WHERE instance_id = $1 AND aggregate_type = $2 AND aggregate_id = $3",
@@ -662,6 +652,29 @@ fn string_member(sealed: &Value, name: &str) -> Result<String, PersonalError> {
         .and_then(Value::as_str)
         .map(str::to_owned)
         .ok_or_else(|| PersonalError::Malformed(format!("the sealed member has no {name}")))
+}
+
+/// Replaces the payload of a user's event, in place: the only rewrite of stored events, for
+/// sealing or erasing personal data written before sealing existed.
+async fn rewrite_event(
+    conn: &mut PgConnection,
+    instance: InstanceId,
+    user: AggregateId,
+    sequence: i64,
+    payload: &Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE eventstore.events SET payload = $5 \
+          WHERE instance_id = $1 AND aggregate_type = $2 AND aggregate_id = $3 AND sequence = $4",
+    )
+    .bind(instance.as_uuid())
+    .bind(personal::PERSONAL_AGGREGATE)
+    .bind(user.as_uuid())
+    .bind(sequence)
+    .bind(payload)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Destroys every data key of an instance at once (its users' and its blind index's) and drops

@@ -8,7 +8,7 @@
 //! payload it replaced. Copies already published to the stream before the migration stay plain
 //! until the stream's retention drops them (docs/ARCHITECTURE.md, "Personal data").
 
-use crate::{Db, PersonalError, Vault, event_aad, seal_fields};
+use crate::{Db, PersonalError, Vault, event_aad, rewrite_event, seal_fields};
 use cairn_domain::personal::{self, ERASED, READABLE_USER_FIELDS, SEALED};
 use cairn_domain::{AggregateId, InstanceId, UNIQUE_USERNAME};
 use serde_json::Value;
@@ -79,17 +79,7 @@ pub async fn seal_existing(pool: &PgPool, vault: &Vault, batch: i64) -> Result<S
                         .ok_or_else(|| PersonalError::Malformed("no personal field to erase".into()))?
                 }
             };
-            sqlx::query(
-                "UPDATE eventstore.events SET payload = $5 \
-                  WHERE instance_id = $1 AND aggregate_type = $2 AND aggregate_id = $3 AND sequence = $4",
-            )
-            .bind(instance.as_uuid())
-            .bind(personal::PERSONAL_AGGREGATE)
-            .bind(user.as_uuid())
-            .bind(sequence)
-            .bind(&rewritten)
-            .execute(&mut *tx)
-            .await?;
+            rewrite_event(&mut tx, instance, user, sequence, &rewritten).await?;
         }
         tx.commit().await?;
     }

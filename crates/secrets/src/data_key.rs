@@ -5,15 +5,13 @@
 //! unique values (user names) be compared without being stored.
 
 use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::KeyInit;
 use aes_gcm::aead::generic_array::GenericArray;
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use std::fmt;
 use zeroize::Zeroizing;
 
-use crate::keyring::{KEY_LEN, NONCE_LEN, Sealed, decode_sealed};
+use crate::keyring::{KEY_LEN, Sealed, gcm_open, gcm_seal};
 use crate::{Keyring, SecretsError, os_random};
 
 /// A value sealed with a [`DataKey`]: `{"nonce", "ciphertext"}` (standard base64, the tag
@@ -65,31 +63,13 @@ impl DataKey {
 
     /// Encrypts `plaintext` with a fresh random nonce, authenticating `aad`.
     pub fn encrypt(&self, plaintext: &[u8], aad: &[u8]) -> Result<SealedData, SecretsError> {
-        let mut nonce = [0_u8; NONCE_LEN];
-        os_random(&mut nonce)?;
-        let ciphertext = self
-            .cipher
-            .encrypt(&GenericArray::from(nonce), Payload { msg: plaintext, aad })
-            .map_err(|_| SecretsError::EncryptionFailed)?;
-        Ok(SealedData {
-            nonce: STANDARD.encode(nonce),
-            ciphertext: STANDARD.encode(ciphertext),
-        })
+        let (nonce, ciphertext) = gcm_seal(&self.cipher, plaintext, aad)?;
+        Ok(SealedData { nonce, ciphertext })
     }
 
     /// Decrypts a value sealed with [`DataKey::encrypt`] under the same `aad`.
     pub fn decrypt(&self, sealed: &SealedData, aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
-        let (nonce, ciphertext) = decode_sealed(&sealed.nonce, &sealed.ciphertext)?;
-        self.cipher
-            .decrypt(
-                &GenericArray::from(nonce),
-                Payload {
-                    msg: &ciphertext,
-                    aad,
-                },
-            )
-            .map(Zeroizing::new)
-            .map_err(|_| SecretsError::DecryptionFailed)
+        gcm_open(&self.cipher, &sealed.nonce, &sealed.ciphertext, aad)
     }
 
     /// A keyed hash (HMAC-SHA256, lower-case hex) of `parts`, each length-prefixed: the same
@@ -114,6 +94,8 @@ impl fmt::Debug for DataKey {
 mod tests {
     use super::*;
     use crate::aad;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
 
     fn keyring() -> Keyring {
         Keyring::parse(&format!("k1:{}", STANDARD.encode([7_u8; 32]))).expect("keyring")

@@ -53,11 +53,43 @@ pub struct Sealed {
     pub ciphertext: String,
 }
 
-/// The nonce and the ciphertext (tag appended) of a stored seal, from their base64.
-pub(crate) fn decode_sealed(
+/// AES-256-GCM with a fresh random nonce: the nonce and the ciphertext (tag appended), base64.
+/// The one encryption of this crate, for keyring keys and data keys alike.
+pub(crate) fn gcm_seal(
+    cipher: &Aes256Gcm,
+    plaintext: &[u8],
+    aad: &[u8],
+) -> Result<(String, String), SecretsError> {
+    let mut nonce = [0u8; NONCE_LEN];
+    os_random(&mut nonce)?;
+    let ciphertext = cipher
+        .encrypt(&GenericArray::from(nonce), Payload { msg: plaintext, aad })
+        .map_err(|_| SecretsError::EncryptionFailed)?;
+    Ok((STANDARD.encode(nonce), STANDARD.encode(ciphertext)))
+}
+
+/// The inverse of [`gcm_seal`]: any change to the nonce, the ciphertext or `aad` fails.
+pub(crate) fn gcm_open(
+    cipher: &Aes256Gcm,
     nonce: &str,
     ciphertext: &str,
-) -> Result<([u8; NONCE_LEN], Vec<u8>), SecretsError> {
+    aad: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
+    let (nonce, ciphertext) = decode_sealed(nonce, ciphertext)?;
+    cipher
+        .decrypt(
+            &GenericArray::from(nonce),
+            Payload {
+                msg: &ciphertext,
+                aad,
+            },
+        )
+        .map(Zeroizing::new)
+        .map_err(|_| SecretsError::DecryptionFailed)
+}
+
+/// The nonce and the ciphertext (tag appended) of a stored seal, from their base64.
+fn decode_sealed(nonce: &str, ciphertext: &str) -> Result<([u8; NONCE_LEN], Vec<u8>), SecretsError> {
     let nonce: [u8; NONCE_LEN] = STANDARD
         .decode(nonce)
         .ok()
@@ -199,15 +231,11 @@ impl Keyring {
     /// (which is not stored: the same bytes must be given to [`Keyring::decrypt`]).
     pub fn encrypt(&self, plaintext: &[u8], aad: &[u8]) -> Result<Sealed, SecretsError> {
         let (key_id, cipher) = self.keys.get(self.active).ok_or(SecretsError::EmptyKeyring)?;
-        let mut nonce = [0u8; NONCE_LEN];
-        os_random(&mut nonce)?;
-        let ciphertext = cipher
-            .encrypt(&GenericArray::from(nonce), Payload { msg: plaintext, aad })
-            .map_err(|_| SecretsError::EncryptionFailed)?;
+        let (nonce, ciphertext) = gcm_seal(cipher, plaintext, aad)?;
         Ok(Sealed {
             key_id: key_id.clone(),
-            nonce: STANDARD.encode(nonce),
-            ciphertext: STANDARD.encode(ciphertext),
+            nonce,
+            ciphertext,
         })
     }
 
@@ -221,17 +249,7 @@ impl Keyring {
             .ok_or_else(|| SecretsError::UnknownKeyId {
                 key_id: sealed.key_id.clone(),
             })?;
-        let (nonce, ciphertext) = decode_sealed(&sealed.nonce, &sealed.ciphertext)?;
-        cipher
-            .decrypt(
-                &GenericArray::from(nonce),
-                Payload {
-                    msg: &ciphertext,
-                    aad,
-                },
-            )
-            .map(Zeroizing::new)
-            .map_err(|_| SecretsError::DecryptionFailed)
+        gcm_open(cipher, &sealed.nonce, &sealed.ciphertext, aad)
     }
 
     /// Encrypts a UTF-8 secret (a code, an SMTP password).
