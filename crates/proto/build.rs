@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "cairn/admin/v1/admin.proto",
         "cairn/notification/v1/notification.proto",
         "cairn/system/v1/system.proto",
+        "cairn/action/v1/action.proto",
     ];
     let fds = protox::compile(files, [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);

@@ -3,6 +3,7 @@
 //! Nothing here performs I/O; every type parses its input at the edge so that the rest of the
 //! system cannot hold a malformed name or id.
 
+pub mod action;
 pub mod aggregate;
 pub mod clock;
 pub mod error;

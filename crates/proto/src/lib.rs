@@ -78,3 +78,10 @@ pub mod notification {
         tonic::include_proto!("cairn.notification.v1");
     }
 }
+
+/// `cairn.action.v1`: targets, executions and the delivery log of the `actions` service.
+pub mod action {
+    pub mod v1 {
+        tonic::include_proto!("cairn.action.v1");
+    }
+}

@@ -33,7 +33,7 @@ pub use keyring::{KEY_LEN, Keyring, NONCE_LEN, Sealed, aad};
 pub use password::{
     PasswordParams, hash_password, hash_password_with, password_needs_rehash, verify_password,
 };
-pub use purpose::{data_key_aad, email_code_aad, personal_data_aad, smtp_password_aad};
+pub use purpose::{data_key_aad, email_code_aad, personal_data_aad, smtp_password_aad, target_secret_aad};
 pub use redacted::{Redacted, SecretString};
 pub use token::{
     IssuedToken, PAT_PREFIX, SCIM_PREFIX, SYSTEM_PREFIX, TOKEN_ID_LEN, TOKEN_SECRET_BYTES, TokenParts,

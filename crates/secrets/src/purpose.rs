@@ -40,3 +40,8 @@ mod tests {
         assert_eq!(email_code_aad(&a, &b), aad(&[b"email-code".as_slice(), &a, &b]));
     }
 }
+
+/// The AAD that binds an actions target's signing secret to its instance and target (UUID bytes).
+pub fn target_secret_aad(instance: &[u8; 16], target: &[u8; 16]) -> Vec<u8> {
+    aad(&[b"target-secret", instance, target])
+}
