@@ -49,8 +49,6 @@ CREATE TABLE actions.target_health (
     last_success_at   timestamptz,
     last_failure_at   timestamptz,
     last_error        text,
-    -- Set while a dispatcher records the target's disabling, so only one records it.
-    disabling         boolean     NOT NULL DEFAULT false,
     PRIMARY KEY (instance_id, target_id)
 );
 

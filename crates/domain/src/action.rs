@@ -252,7 +252,9 @@ impl Target {
         let (old, new) = (name_key(&current.name), name_key(&settings.name));
         let mut decision = Decision::none().event(&TargetChanged { settings })?;
         if old != new {
-            decision = decision.release(UNIQUE_TARGET_NAME, old).claim(UNIQUE_TARGET_NAME, new);
+            decision = decision
+                .release(UNIQUE_TARGET_NAME, old)
+                .claim(UNIQUE_TARGET_NAME, new);
         }
         Ok(decision)
     }
@@ -332,9 +334,9 @@ impl Condition {
                 })?;
                 return Ok(Self::EventGroup(group.to_owned()));
             }
-            return EventType::parse(rest).map(Self::Event).map_err(|_| {
-                invalid("an event type is lower-case dotted names, such as user.human.added")
-            });
+            return EventType::parse(rest)
+                .map(Self::Event)
+                .map_err(|_| invalid("an event type is lower-case dotted names, such as user.human.added"));
         }
         if let Some(rest) = value.strip_prefix("request:") {
             if rest == "*" {
@@ -349,7 +351,9 @@ impl Condition {
             let path = rest.strip_prefix('/').unwrap_or(rest);
             return match path.split_once('/') {
                 Some((service, method))
-                    if name_ok(service) && !method.is_empty() && method.chars().all(|c| c.is_ascii_alphanumeric()) =>
+                    if name_ok(service)
+                        && !method.is_empty()
+                        && method.chars().all(|c| c.is_ascii_alphanumeric()) =>
                 {
                     Ok(Self::Method(format!("/{service}/{method}")))
                 }
@@ -401,7 +405,10 @@ impl Condition {
         match self {
             Self::Method(m) if m == path => Some(2),
             Self::Service(s)
-                if path.strip_prefix('/').and_then(|p| p.split_once('/')).map(|(svc, _)| svc)
+                if path
+                    .strip_prefix('/')
+                    .and_then(|p| p.split_once('/'))
+                    .map(|(svc, _)| svc)
                     == Some(s.as_str()) =>
             {
                 Some(1)
@@ -567,8 +574,19 @@ mod tests {
             c("request:cairn.user.v1.UserService/AddHumanUser").as_string(),
             "request:/cairn.user.v1.UserService/AddHumanUser"
         );
-        for bad in ["user.added", "event:", "event:User.Added", "event:.*", "request:", "request:/x/", "request:a/b/c"] {
-            assert!(matches!(Condition::parse(bad), Err(DomainError::Invalid(_))), "{bad}");
+        for bad in [
+            "user.added",
+            "event:",
+            "event:User.Added",
+            "event:.*",
+            "request:",
+            "request:/x/",
+            "request:a/b/c",
+        ] {
+            assert!(
+                matches!(Condition::parse(bad), Err(DomainError::Invalid(_))),
+                "{bad}"
+            );
         }
     }
 
@@ -594,9 +612,21 @@ mod tests {
         let svc = c("request:cairn.user.v1.UserService");
         let m = c("request:/cairn.user.v1.UserService/AddHumanUser");
         let list = [(&all, 0), (&svc, 1), (&m, 2)];
-        assert_eq!(most_specific_request(list, "/cairn.user.v1.UserService/AddHumanUser"), Some(2));
-        assert_eq!(most_specific_request(list, "/cairn.user.v1.UserService/GetUser"), Some(1));
-        assert_eq!(most_specific_request(list, "/cairn.group.v1.GroupService/AddGroup"), Some(0));
-        assert_eq!(most_specific_request([(&svc, 1)], "/cairn.user.v1.UserServiceX/A"), None);
+        assert_eq!(
+            most_specific_request(list, "/cairn.user.v1.UserService/AddHumanUser"),
+            Some(2)
+        );
+        assert_eq!(
+            most_specific_request(list, "/cairn.user.v1.UserService/GetUser"),
+            Some(1)
+        );
+        assert_eq!(
+            most_specific_request(list, "/cairn.group.v1.GroupService/AddGroup"),
+            Some(0)
+        );
+        assert_eq!(
+            most_specific_request([(&svc, 1)], "/cairn.user.v1.UserServiceX/A"),
+            None
+        );
     }
 }

@@ -705,6 +705,29 @@ impl EventStore for PgEventStore {
 }
 
 impl PgEventStore {
+    /// The events at `positions` (an instance's, by their global position), in position order;
+    /// positions with no event are left out. For readers that keep references to events (the
+    /// actions service's deliveries) rather than copies.
+    pub async fn events_at(
+        &self,
+        instance: InstanceId,
+        positions: &[Position],
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let (pos, off): (Vec<i64>, Vec<i32>) = positions.iter().map(|p| (p.position, p.offset)).unzip();
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM eventstore.events \
+              WHERE instance_id = $1 AND (position, in_tx_order) IN (SELECT * FROM unnest($2::bigint[], $3::int[])) \
+              ORDER BY position, in_tx_order"
+        ))
+        .bind(instance.as_uuid())
+        .bind(pos)
+        .bind(off)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
     /// The position of the instance's latest committed event, including events that a tailing
     /// reader cannot see yet because an older transaction is still open. Projections reach it once
     /// that transaction ends; a reader that must see everything committed before it asked (SCIM's

@@ -47,7 +47,8 @@ pub trait Projection: Send + Sync + 'static {
     /// A stable name, stored in `projection_states.name`.
     fn name(&self) -> &'static str;
 
-    /// The event types the projection applies; other events only move its position.
+    /// The event types the projection applies; other events only move its position. An empty
+    /// list means every event (`instance.removed` included).
     fn event_types(&self) -> Vec<EventType>;
 
     /// Applies one event within the batch transaction.

@@ -151,7 +151,8 @@ pub async fn step(
     // After `instance.removed` an instance has nothing left in any read model.
     let removed_type = InstanceRemoved::event_type();
     let mut event_types = projection.event_types();
-    let reduces_removal = event_types.contains(&removed_type);
+    // An empty list asks for every event, the removal included.
+    let reduces_removal = event_types.is_empty() || event_types.contains(&removed_type);
     if !reduces_removal {
         event_types.push(removed_type.clone());
     }

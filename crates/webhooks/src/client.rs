@@ -82,17 +82,22 @@ pub fn preview(body: &[u8]) -> String {
 
 type Key = (bool, String, u16);
 
+/// Idle keep-alive connections by endpoint.
+type IdlePool = Arc<Mutex<HashMap<Key, Vec<SendRequest<Full<Bytes>>>>>>;
+
 /// The client; cheap to clone (the connection pool is shared).
 #[derive(Clone)]
 pub struct Client {
     guard: Guard,
     tls: tokio_rustls::TlsConnector,
-    idle: Arc<Mutex<HashMap<Key, Vec<SendRequest<Full<Bytes>>>>>>,
+    idle: IdlePool,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("guard", &self.guard).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("guard", &self.guard)
+            .finish_non_exhaustive()
     }
 }
 
@@ -220,9 +225,11 @@ impl Client {
         })?;
         let _ = stream.set_nodelay(true);
         if endpoint.tls {
-            let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone()).map_err(|e| CallError::Tls {
-                host: endpoint.host.clone(),
-                reason: e.to_string(),
+            let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone()).map_err(|e| {
+                CallError::Tls {
+                    host: endpoint.host.clone(),
+                    reason: e.to_string(),
+                }
             })?;
             let tls = self.tls.connect(name, stream).await.map_err(|e| CallError::Tls {
                 host: endpoint.host.clone(),

@@ -73,17 +73,27 @@ impl Endpoint {
         if authority.as_str().contains('@') || url.contains('#') {
             return Err(malformed());
         }
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
         if host.is_empty() {
             return Err(malformed());
         }
         let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let path_and_query = uri.path_and_query().map_or("/".to_owned(), |p| p.as_str().to_owned());
+        let path_and_query = uri
+            .path_and_query()
+            .map_or("/".to_owned(), |p| p.as_str().to_owned());
         Ok(Self {
             tls,
             host,
             port,
-            path_and_query: if path_and_query.is_empty() { "/".into() } else { path_and_query },
+            path_and_query: if path_and_query.is_empty() {
+                "/".into()
+            } else {
+                path_and_query
+            },
             authority: authority.as_str().to_owned(),
         })
     }
@@ -106,7 +116,13 @@ impl Guard {
         Self {
             allowed: hosts
                 .into_iter()
-                .map(|h| h.as_ref().trim().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase())
+                .map(|h| {
+                    h.as_ref()
+                        .trim()
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_ascii_lowercase()
+                })
                 .filter(|h| !h.is_empty())
                 .collect(),
         }
@@ -198,11 +214,21 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
         Some("documentation")
     } else if seg[0] == 0x0064 && seg[1] == 0xff9b {
         // NAT64: the embedded IPv4 address decides.
-        let v4 = Ipv4Addr::new((seg[6] >> 8) as u8, seg[6] as u8, (seg[7] >> 8) as u8, seg[7] as u8);
+        let v4 = Ipv4Addr::new(
+            (seg[6] >> 8) as u8,
+            seg[6] as u8,
+            (seg[7] >> 8) as u8,
+            seg[7] as u8,
+        );
         forbidden_v4(v4).or(Some("NAT64"))
     } else if seg[0] == 0x2002 {
         // 6to4: the embedded IPv4 address decides.
-        let v4 = Ipv4Addr::new((seg[1] >> 8) as u8, seg[1] as u8, (seg[2] >> 8) as u8, seg[2] as u8);
+        let v4 = Ipv4Addr::new(
+            (seg[1] >> 8) as u8,
+            seg[1] as u8,
+            (seg[2] >> 8) as u8,
+            seg[2] as u8,
+        );
         forbidden_v4(v4)
     } else if seg[..6] == [0, 0, 0, 0, 0, 0] {
         Some("IPv4-compatible")
@@ -239,7 +265,12 @@ mod tests {
             let ip: IpAddr = bad.parse().expect(bad);
             assert!(forbidden(ip).is_some(), "{bad} should be forbidden");
         }
-        for good in ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"] {
+        for good in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "2606:4700:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
             let ip: IpAddr = good.parse().expect(good);
             assert_eq!(forbidden(ip), None, "{good}");
         }
@@ -248,12 +279,25 @@ mod tests {
     #[tokio::test]
     async fn the_guard_refuses_loopback_unless_allowed_and_parses_endpoints() {
         let e = Endpoint::parse("http://127.0.0.1:8080/hook?x=1").expect("parses");
-        assert_eq!((e.host.as_str(), e.port, e.path_and_query.as_str()), ("127.0.0.1", 8080, "/hook?x=1"));
+        assert_eq!(
+            (e.host.as_str(), e.port, e.path_and_query.as_str()),
+            ("127.0.0.1", 8080, "/hook?x=1")
+        );
         assert!(matches!(
             Guard::default().resolve(&e).await,
-            Err(GuardError::Forbidden { class: "loopback", .. })
+            Err(GuardError::Forbidden {
+                class: "loopback",
+                ..
+            })
         ));
-        assert_eq!(Guard::allowing(["127.0.0.1"]).resolve(&e).await.expect("allowed").len(), 1);
+        assert_eq!(
+            Guard::allowing(["127.0.0.1"])
+                .resolve(&e)
+                .await
+                .expect("allowed")
+                .len(),
+            1
+        );
         let localhost = Endpoint::parse("http://localhost/").expect("parses");
         assert!(matches!(
             Guard::default().resolve(&localhost).await,
@@ -261,8 +305,17 @@ mod tests {
         ));
         let v6 = Endpoint::parse("https://[::1]/x").expect("parses");
         assert_eq!((v6.host.as_str(), v6.port, v6.tls), ("::1", 443, true));
-        for bad in ["ftp://a/", "http:///x", "http://u:p@host/", "/relative", "http://a/#f"] {
-            assert!(matches!(Endpoint::parse(bad), Err(GuardError::Malformed(_))), "{bad}");
+        for bad in [
+            "ftp://a/",
+            "http:///x",
+            "http://u:p@host/",
+            "/relative",
+            "http://a/#f",
+        ] {
+            assert!(
+                matches!(Endpoint::parse(bad), Err(GuardError::Malformed(_))),
+                "{bad}"
+            );
         }
     }
 }

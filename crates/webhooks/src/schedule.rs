@@ -54,9 +54,11 @@ fn httpdate_unix(value: &str) -> Option<i64> {
     let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
         return None;
     };
-    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        .iter()
-        .position(|m| m == month)? as i64
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| m == month)? as i64
         + 1;
     let (day, year): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
     let hms: Vec<i64> = time.split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
@@ -88,8 +90,14 @@ mod tests {
             delay_after(1, 0.0, Some(Duration::from_secs(30))),
             Some(Duration::from_secs(30))
         );
-        assert_eq!(delay_after(2, 0.0, Some(Duration::from_secs(1))), Some(Duration::from_secs(300)));
-        assert_eq!(delay_after(1, 0.0, Some(Duration::from_secs(10 * 86_400))), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            delay_after(2, 0.0, Some(Duration::from_secs(1))),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            delay_after(1, 0.0, Some(Duration::from_secs(10 * 86_400))),
+            Some(MAX_RETRY_AFTER)
+        );
     }
 
     #[test]

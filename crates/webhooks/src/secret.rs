@@ -46,7 +46,12 @@ impl SigningSecret {
     }
 
     /// Seals the secret for `instance`'s `target`.
-    pub fn seal(&self, keys: &Keyring, instance: &[u8; 16], target: &[u8; 16]) -> Result<Sealed, SecretsError> {
+    pub fn seal(
+        &self,
+        keys: &Keyring,
+        instance: &[u8; 16],
+        target: &[u8; 16],
+    ) -> Result<Sealed, SecretsError> {
         keys.encrypt(&self.0, &target_secret_aad(instance, target))
     }
 
@@ -73,8 +78,11 @@ mod tests {
         assert!(shown.starts_with(PREFIX));
         let parsed = SigningSecret::parse(&shown).expect("parses");
         assert_eq!(parsed.bytes(), secret.bytes());
-        let keys = Keyring::parse(&format!("k1:{}", Keyring::generate_key_string().expect("key").as_str()))
-            .expect("keyring");
+        let keys = Keyring::parse(&format!(
+            "k1:{}",
+            Keyring::generate_key_string().expect("key").as_str()
+        ))
+        .expect("keyring");
         let sealed = secret.seal(&keys, &[1; 16], &[2; 16]).expect("seal");
         let opened = SigningSecret::open(&keys, &sealed, &[1; 16], &[2; 16]).expect("open");
         assert_eq!(opened.bytes(), secret.bytes());

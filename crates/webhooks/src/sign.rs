@@ -21,7 +21,12 @@ pub const HEADER_SIGNATURE: &str = "webhook-signature";
 pub struct KeyRefused;
 
 /// One signature (`v1,<base64>`).
-pub fn signature(secret: &SigningSecret, id: &str, timestamp: i64, body: &[u8]) -> Result<String, KeyRefused> {
+pub fn signature(
+    secret: &SigningSecret,
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> Result<String, KeyRefused> {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.bytes()).map_err(|_| KeyRefused)?;
     mac.update(id.as_bytes());
     mac.update(b".");
@@ -59,8 +64,13 @@ mod tests {
             signature(&secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body).expect("sign"),
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
-        let two = signature_header(&[secret.clone(), secret], "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body)
-            .expect("sign");
+        let two = signature_header(
+            &[secret.clone(), secret],
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            body,
+        )
+        .expect("sign");
         assert_eq!(two.split(' ').count(), 2);
     }
 }
