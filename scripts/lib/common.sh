@@ -76,7 +76,8 @@ ensure_psql() {
 # Python tools the tests drive as external clients and servers: scim2-cli (the scim2-tester
 # conformance suite), aiosmtpd (a real SMTP server), grpcio and grpcio-tools (a gRPC client in
 # another language, with stubs generated from proto/ at test time), nats-py (reads a JetStream
-# stream back in scripts/chaos). Installed once into a virtual environment
+# stream back in scripts/chaos), standardwebhooks (verifies the actions service's signatures in
+# the webhook receiver of its tests, chaos run and benchmark). Installed once into a virtual environment
 # under the cache directory; exports CAIRN_TEST_PYTHON and CAIRN_TEST_SCIM2.
 ensure_python_tools() {
   local venv="${CAIRN_VENV:-$HOME/.cache/cairn/venv}"
@@ -84,9 +85,9 @@ ensure_python_tools() {
     log "creating a Python virtual environment in $venv"
     python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; }
   fi
-  if ! "$venv/bin/python" -c 'import aiosmtpd, scim2_cli, grpc, grpc_tools, nats' >/dev/null 2>&1; then
-    log "installing scim2-cli, aiosmtpd, grpcio, grpcio-tools and nats-py into $venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check scim2-cli aiosmtpd grpcio grpcio-tools nats-py
+  if ! "$venv/bin/python" -c 'import aiosmtpd, scim2_cli, grpc, grpc_tools, nats, standardwebhooks' >/dev/null 2>&1; then
+    log "installing scim2-cli, aiosmtpd, grpcio, grpcio-tools, nats-py and standardwebhooks into $venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check scim2-cli aiosmtpd grpcio grpcio-tools nats-py standardwebhooks
   fi
   export CAIRN_TEST_PYTHON="$venv/bin/python"
   export CAIRN_TEST_SCIM2="$venv/bin/scim2"

@@ -28,6 +28,11 @@ pub fn personal_data_aad(instance: &[u8; 16], subject: &[u8; 16], record: &[u8])
     aad(&[b"personal-data", instance, subject, record])
 }
 
+/// The AAD that binds an actions target's signing secret to its instance and target (UUID bytes).
+pub fn target_secret_aad(instance: &[u8; 16], target: &[u8; 16]) -> Vec<u8> {
+    aad(&[b"target-secret", instance, target])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,9 +44,4 @@ mod tests {
         assert_ne!(smtp_password_aad(&a), smtp_password_aad(&b));
         assert_eq!(email_code_aad(&a, &b), aad(&[b"email-code".as_slice(), &a, &b]));
     }
-}
-
-/// The AAD that binds an actions target's signing secret to its instance and target (UUID bytes).
-pub fn target_secret_aad(instance: &[u8; 16], target: &[u8; 16]) -> Vec<u8> {
-    aad(&[b"target-secret", instance, target])
 }
