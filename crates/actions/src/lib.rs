@@ -115,7 +115,9 @@ pub async fn start_with(
             head_check: Duration::from_millis(config.head_check_ms),
             stream: Some((config.stream_name.clone(), config.subject_prefix.clone())),
             crash_every: None,
-            vault: None,
+            // The intake reads only types and ids, but the framework opens an erasable user's
+            // events before any projection sees them.
+            vault: Some(vault.clone()),
         },
         Some(js),
         projector_metrics,

@@ -179,6 +179,10 @@ impl Harness {
     }
 
     async fn start_with_clock(clock: Arc<dyn Clock>) -> Self {
+        if std::env::var_os("RUST_LOG").is_some() {
+            // `RUST_LOG=cairn_actions=debug cargo test ...` shows what the service did.
+            std::mem::forget(cairn_telemetry::logging::init_with("actions-test", None));
+        }
         let stack = cairn_stack::Stack::start_with(cairn_stack::Options::default().clock(clock.clone()))
             .await
             .unwrap();
