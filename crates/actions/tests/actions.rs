@@ -716,7 +716,8 @@ async fn a_rotated_secret_signs_with_both_and_a_replay_sends_the_range_again_in_
     let running = h.actions(h.config()).await;
     let mut client = h.client(&running).await;
     let (target, old) = h
-        .create_target(&mut client, "rotating", &receiver.url("/r"), false)
+        // Strict order, so the replay's order across aggregates is defined.
+        .create_target(&mut client, "rotating", &receiver.url("/r"), true)
         .await;
     receiver.secrets(&[("/r", vec![old.clone()])]);
     h.set_execution(&mut client, "event:user.human.added", &[&target])
