@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-APP_SERVICES = ["eventstore", "projector", "command-api", "scim-gateway", "notifier"]
+APP_SERVICES = ["eventstore", "projector", "command-api", "scim-gateway", "notifier", "actions"]
 SCALED = "projector"
 TELEMETRY = ["otel-collector", "jaeger"]
 REQUIRED_DEPENDS = {

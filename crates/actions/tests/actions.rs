@@ -300,16 +300,25 @@ impl Harness {
             .id
     }
 
+    /// Renames a user, retrying ABORTED (a concurrent change to the same user) as its error
+    /// says to: the writers share aggregates on purpose.
     async fn rename(&self, id: &str, name: &str) {
-        self.stack
-            .users()
-            .change_user_name(self.req(user::ChangeUserNameRequest {
-                user_id: id.into(),
-                user_name: name.into(),
-                expected_sequence: 0,
-            }))
-            .await
-            .unwrap();
+        loop {
+            let result = self
+                .stack
+                .users()
+                .change_user_name(self.req(user::ChangeUserNameRequest {
+                    user_id: id.into(),
+                    user_name: name.into(),
+                    expected_sequence: 0,
+                }))
+                .await;
+            match result {
+                Ok(_) => return,
+                Err(status) if status.code() == tonic::Code::Aborted => continue,
+                Err(status) => panic!("renaming {id} to {name}: {status:?}"),
+            }
+        }
     }
 
     /// The instance's events of the given types (prefixes) after `after`, from the event store
@@ -661,17 +670,20 @@ async fn a_target_failing_for_the_failure_period_is_disabled() {
             false,
         )
         .await;
-    h.set_execution(&mut client, "event:user.*", &[&target]).await;
+    // Reads wait for the configuration (the target's creation is before it), so a read never
+    // races the intake into NOT_FOUND.
+    let configured = h.set_execution(&mut client, "event:user.*", &[&target]).await;
     h.add_user("ada").await;
     let get = |client: ActionServiceClient<Channel>| {
         let h = &h;
         let target = target.clone();
+        let configured = configured.clone();
         async move {
             client
                 .clone()
                 .get_target(h.req(pb::GetTargetRequest {
                     id: target,
-                    min_position: String::new(),
+                    min_position: configured,
                 }))
                 .await
                 .map(|r| r.into_inner())
