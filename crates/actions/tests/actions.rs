@@ -793,6 +793,21 @@ async fn a_rotated_secret_signs_with_both_and_a_replay_sends_the_range_again_in_
         ids[4..8],
         "the replay sends the same webhook-ids in the same order"
     );
+    // Both rounds are in the delivery log: the replay's attempts do not overwrite the first ones.
+    let attempts = client
+        .list_attempts(h.req(pb::ListAttemptsRequest {
+            target_id: target.clone(),
+            event_id: ids[0].to_owned(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .attempts;
+    assert_eq!(
+        attempts.iter().map(|a| a.status).collect::<Vec<_>>(),
+        vec![200, 200],
+        "one attempt before and one after the replay: {attempts:?}"
+    );
     let bad = client
         .replay_deliveries(h.req(pb::ReplayDeliveriesRequest {
             target_id: target.clone(),
