@@ -69,6 +69,9 @@ CREATE TABLE actions.deliveries (
     event_created_at timestamptz NOT NULL,
     state            text        NOT NULL CHECK (state IN ('pending', 'delivering', 'delivered', 'failed')),
     attempts         integer     NOT NULL DEFAULT 0,
+    -- attempts when the current retry schedule began (a retry or replay starts a new one); the
+    -- attempt numbers themselves keep counting, so the attempt log keeps every round.
+    schedule_from    integer     NOT NULL DEFAULT 0,
     next_attempt_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
     claimed_by       uuid,
     claim_expires_at timestamptz,

@@ -178,6 +178,9 @@ class Chaos:
         self.admin_token = read_secret(os.path.join(secrets_dir, "admin.token"))
         self.scim_token = read_secret(os.path.join(secrets_dir, "scim.token"))
         self.sink_dir = env["CHAOS_SINK_DIR"]
+        self.actions_addr = dial(env["CAIRN_ACTIONS_GRPC_ADDR"])
+        self.hook_dir = env["CHAOS_HOOK_DIR"]
+        self.hook_url = env["CHAOS_HOOK_URL"]
         self.ledger = Ledger()
         self.stop_load = threading.Event()
         self.counter = itertools.count(1)
@@ -194,6 +197,7 @@ class Chaos:
             "command-api": Service("command-api", "command-api", ops("CAIRN_API_HTTP_ADDR"), f"{rd}/command-api.pid"),
             "scim-gateway": Service("scim-gateway", "scim-gateway", ops("CAIRN_SCIM_HTTP_ADDR"), f"{rd}/scim-gateway.pid"),
             "notifier": Service("notifier", "notifier", ops("CAIRN_NOTIFIER_HTTP_ADDR"), f"{rd}/notifier.pid"),
+            "actions": Service("actions", "actions", ops("CAIRN_ACTIONS_HTTP_ADDR"), f"{rd}/actions.pid"),
             "projector": Service("projector", "projector", ops("CAIRN_PROJECTOR_HTTP_ADDR"), f"{rd}/projector.pid"),
         }
         os.makedirs(f"{rd}/replicas", exist_ok=True)
@@ -211,7 +215,9 @@ class Chaos:
 
         generate_stubs(self.run_dir, [
             "cairn/common/v1/common.proto", "cairn/user/v1/user.proto", "cairn/group/v1/group.proto",
+            "cairn/action/v1/action.proto",
         ])
+        from cairn.action.v1 import action_pb2, action_pb2_grpc
         from cairn.group.v1 import group_pb2, group_pb2_grpc
         from cairn.user.v1 import user_pb2, user_pb2_grpc
 
@@ -219,6 +225,8 @@ class Chaos:
         channel = grpc.insecure_channel(self.api_addr)
         self.users = user_pb2_grpc.UserServiceStub(channel)
         self.groups = group_pb2_grpc.GroupServiceStub(channel)
+        self.apb = action_pb2
+        self.actions = action_pb2_grpc.ActionServiceStub(grpc.insecure_channel(self.actions_addr))
 
     def call(self, method, request, key, deadline):
         """A unary call with the admin token and an idempotency key, retried with the same key on
@@ -370,6 +378,24 @@ class Chaos:
         service.start(self.run_dir, self.bin_dir)  # the supervisor restarts it at once
         service.restarts += 1
         return label, started, [service]
+
+    def fault_target_down(self):
+        """The webhook receiver stopped (SIGTERM: connections refused) and started again."""
+        secs = 5 if self.short else 15
+        label = f"webhook target down {secs} s"
+        self.begin(label)
+        pid = int(open(os.environ["CHAOS_HOOK_PIDFILE"]).read())
+        os.kill(pid, signal.SIGTERM)
+        time.sleep(secs)  # the fault's length: the target stays down this long
+        self.start_receiver()
+        return label, time.monotonic(), [self.services["actions"]]
+
+    def start_receiver(self):
+        hook = subprocess.Popen(os.environ["CHAOS_HOOK_CMD"].split(), stdin=subprocess.DEVNULL,
+                                stdout=open(os.path.join(self.run_dir, "logs", "receiver.log"), "ab"),
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        with open(os.environ["CHAOS_HOOK_PIDFILE"], "w") as file:
+            file.write(f"{hook.pid}\n")
 
     def fault_nats(self):
         secs = 5 if self.short else 20
@@ -660,6 +686,78 @@ class Chaos:
             per_phase[phase] = (missing + (n == 0), copies + max(0, n - 1))
         return len(requested), per_phase
 
+    # -- webhooks -----------------------------------------------------------------------------
+
+    def configure_webhooks(self):
+        """One target at the receiver for every event of the instance (`event:*`); the receiver
+        verifies each signature with the secret shown once here."""
+        metadata = [("authorization", "Bearer " + self.admin_token)]
+        apb = self.apb
+        created = self.actions.CreateTarget(apb.CreateTargetRequest(settings=apb.TargetSettings(
+            name=f"chaos-{self.tag}", endpoint=self.hook_url + "/chaos", kind=apb.TARGET_KIND_WEBHOOK,
+            timeout_ms=3000)), metadata=metadata, timeout=CALL_TIMEOUT_SECS)
+        with open(os.path.join(self.hook_dir, "secrets.json"), "w", encoding="utf-8") as file:
+            json.dump({"/chaos": [created.signing_secret]}, file)
+        execution = self.actions.SetExecution(apb.SetExecutionRequest(
+            condition="event:*", target_ids=[created.id]), metadata=metadata, timeout=CALL_TIMEOUT_SECS)
+        self.webhooks_from = execution.position
+        log(f"webhook target {created.id} for every event after {self.webhooks_from}")
+
+    def check_webhooks(self):
+        """Every event from the execution's own on (it matches `event:*` too) reached the receiver with a 2xx answer, signed, under
+        its own id as webhook-id, each aggregate in sequence order (by first acceptance)."""
+        position, offset = (int(x) for x in self.webhooks_from.split("."))
+        rows = self.psql(
+            "select id, aggregate_id, sequence from eventstore.events "
+            f"where (position, in_tx_order) >= ({position}, {offset})").split()
+        expected = {}
+        for row in rows:
+            event_id, aggregate, sequence = row.split("|")
+            expected[event_id] = (aggregate, int(sequence))
+
+        def requests():
+            found = []
+            try:
+                with open(os.path.join(self.hook_dir, "requests.jsonl"), encoding="utf-8") as file:
+                    for line in file:
+                        try:
+                            found.append(json.loads(line))
+                        except ValueError:
+                            pass
+            except OSError:
+                pass
+            return found
+
+        def all_delivered():
+            accepted = {r["id"] for r in requests() if 200 <= r["status"] < 300}
+            return all(e in accepted for e in expected)
+
+        self.wait_for("every event delivered to the webhook target", all_delivered, 240)
+        got = requests()
+        accepted = [r for r in got if 200 <= r["status"] < 300]
+        counts = {}
+        first = {}
+        for r in accepted:
+            counts[r["id"]] = counts.get(r["id"], 0) + 1
+            first.setdefault(r["id"], r["at"])
+        by_aggregate = {}
+        for event_id, (aggregate, sequence) in expected.items():
+            if event_id in first:
+                by_aggregate.setdefault(aggregate, []).append((sequence, first[event_id]))
+        out_of_order = sum(
+            1 for deliveries in by_aggregate.values()
+            if [s for s, _ in sorted(deliveries, key=lambda d: d[1])] != sorted(s for s, _ in deliveries))
+        return dict(
+            expected=len(expected),
+            delivered=sum(1 for e in expected if e in counts),
+            missing=sum(1 for e in expected if e not in counts),
+            copies=sum(c - 1 for c in counts.values()),
+            unknown=sum(1 for i in counts if i not in expected),
+            unverified=sum(1 for r in got if r["verified"] != [True]),
+            out_of_order=out_of_order,
+            refused=len(got) - len(accepted),
+        )
+
     # -- the run ------------------------------------------------------------------------------
 
     def run(self):
@@ -674,7 +772,8 @@ class Chaos:
                 if time.monotonic() > deadline:
                     raise SystemExit(f"chaos: FAIL {service.name} not ready at {service.ready_url}")
                 time.sleep(POLL_SECS)
-        log("3 projector replicas and 4 other services ready")
+        log(f"3 projector replicas and {len(self.services) - 3} other services ready")
+        self.configure_webhooks()
         self.group_ids = []
         for i in range(4):
             created = self.call(self.groups.AddGroup, self.gpb.AddGroupRequest(display_name=f"chaos-{self.tag}-{i}"),
@@ -690,8 +789,8 @@ class Chaos:
         log("load running (gRPC and SCIM threads)")
         time.sleep(self.settle)  # baseline load before the first fault
         faults = [lambda n=n: self.fault_kill(n)
-                  for n in ("eventstore", "command-api", "scim-gateway", "projector", "notifier")]
-        faults += [self.fault_nats, self.fault_postgres, self.fault_freeze]
+                  for n in ("eventstore", "command-api", "scim-gateway", "projector", "notifier", "actions")]
+        faults += [self.fault_target_down, self.fault_nats, self.fault_postgres, self.fault_freeze]
         for fault in faults:
             self.run_fault(fault)
         with self.ledger.lock:
@@ -704,11 +803,12 @@ class Chaos:
         store = self.check_store()
         requested, emails = self.check_emails()
         stream = self.check_stream()
+        webhooks = self.check_webhooks()
         models = self.check_read_models()
         alive = {name: s.alive() and s.ready() for name, s in self.services.items()}
-        return self.report(store, requested, emails, stream, models, alive)
+        return self.report(store, requested, emails, stream, models, alive, webhooks)
 
-    def report(self, store, requested, emails, stream, models, alive):
+    def report(self, store, requested, emails, stream, models, alive, webhooks):
         bad = False
         phases = ["baseline"] + [row["fault"] for row in self.rows] + ["after the faults"]
         recover = {row["fault"]: row["recover"] for row in self.rows}
@@ -767,6 +867,15 @@ class Chaos:
               f"{kills} notifier kill(s): 1 per message, {kills * concurrency} in all, same Message-ID); "
               f"different Message-IDs to one address: {len(self.mixed_message_ids)} -> {'ok' if emails_ok else 'FAIL'}")
         bad |= not emails_ok
+        w = webhooks
+        webhooks_ok = (w["missing"] == 0 and w["unknown"] == 0 and w["unverified"] == 0
+                       and w["out_of_order"] == 0 and w["expected"] > 0)
+        print(f"webhooks: {w['expected']} events from the execution on, {w['delivered']} delivered (2xx), "
+              f"{w['missing']} missing; {w['copies']} extra copies, all with the event's own webhook-id; "
+              f"ids that are no event {w['unknown']}; requests failing signature verification {w['unverified']}; "
+              f"aggregates delivered out of sequence order {w['out_of_order']}; "
+              f"{w['refused']} non-2xx answers -> {'ok' if webhooks_ok else 'FAIL'}")
+        bad |= not webhooks_ok
         print(f"chaos: {'FAIL' if bad else 'ok'}")
         return 1 if bad else 0
 

@@ -49,8 +49,9 @@ pub struct Config {
     /// Calls in flight at once from this replica, over every target.
     #[arg(long, env = "CAIRN_ACTIONS_CONCURRENCY", default_value_t = 64)]
     pub concurrency: usize,
-    /// Calls in flight at once to one target, over every replica's claims: a slow target holds
-    /// at most this many of a replica's slots.
+    /// Calls in flight at once to one target from this replica (each replica counts its own, so
+    /// with n replicas a target may see up to n times this many): a slow target holds at most
+    /// this many of a replica's slots.
     #[arg(long, env = "CAIRN_ACTIONS_TARGET_CONCURRENCY", default_value_t = 16)]
     pub target_concurrency: u32,
     /// How long a claim on a delivery lasts before another replica may take it over, in seconds;

@@ -24,8 +24,21 @@ use uuid::Uuid;
 /// The advisory lock key of a target (two targets may share one; that only serialises them).
 const LOCK_KEY: &str = "hashtextextended('cairn.actions.' || $1::text, 0)";
 
-/// True when no earlier open delivery of `d`'s key exists (`t` is `d`'s target).
+/// True when `d` is its key's head: no earlier open delivery of its key exists, and none of its
+/// key is being delivered (a replayed earlier event waits for a later one in flight, so two of one
+/// key are never on the wire together); `t` is `d`'s target.
 const NO_EARLIER_OPEN: &str = "NOT (CASE WHEN t.strict_order THEN EXISTS ( \
+       SELECT 1 FROM actions.deliveries e WHERE e.target_id = d.target_id \
+          AND (e.state = 'delivering' OR (e.state = 'pending' \
+               AND (e.event_position, e.event_offset) < (d.event_position, d.event_offset)))) \
+     ELSE EXISTS ( \
+       SELECT 1 FROM actions.deliveries e WHERE e.target_id = d.target_id \
+          AND e.aggregate_type = d.aggregate_type AND e.aggregate_id = d.aggregate_id \
+          AND (e.state = 'delivering' OR (e.state = 'pending' \
+               AND (e.event_position, e.event_offset) < (d.event_position, d.event_offset)))) END)";
+
+/// True when an earlier open delivery of `d`'s key exists (`t` is `d`'s target): `d` must wait.
+const EARLIER_OPEN: &str = "(CASE WHEN t.strict_order THEN EXISTS ( \
        SELECT 1 FROM actions.deliveries e WHERE e.target_id = d.target_id \
           AND e.state IN ('pending', 'delivering') \
           AND (e.event_position, e.event_offset) < (d.event_position, d.event_offset)) \
@@ -128,8 +141,18 @@ pub async fn insert(conn: &mut PgConnection, rows: &NewDeliveries) -> Result<u64
 }
 
 /// Makes every waiting head of `target` due now (after it was enabled, its order rule changed,
-/// or deliveries were made pending again). The caller holds the target's lock.
+/// or deliveries were made pending again), after parking every due delivery that is no longer its
+/// key's head (an earlier event was made pending again, or the order became strict). The caller
+/// holds the target's lock.
 pub async fn wake_heads(conn: &mut PgConnection, target: Uuid) -> Result<u64, sqlx::Error> {
+    sqlx::query(&format!(
+        "UPDATE actions.deliveries d SET next_attempt_at = 'infinity' FROM actions.targets t \
+          WHERE d.target_id = $1 AND d.state = 'pending' AND d.next_attempt_at <> 'infinity' \
+            AND t.instance_id = d.instance_id AND t.id = d.target_id AND {EARLIER_OPEN}"
+    ))
+    .bind(target)
+    .execute(&mut *conn)
+    .await?;
     Ok(sqlx::query(&format!(
         "UPDATE actions.deliveries d SET next_attempt_at = clock_timestamp() FROM actions.targets t \
           WHERE d.target_id = $1 AND d.state = 'pending' AND d.next_attempt_at = 'infinity' \
@@ -173,6 +196,9 @@ pub struct Claimed {
     pub previous_secret: Option<serde_json::Value>,
     /// The target's version (secrets are cached by it).
     pub target_sequence: i64,
+    /// This attempt's number in the current retry schedule, from 1 (a retry or replay starts a
+    /// new schedule; [`Claimed::attempt`] keeps counting).
+    pub round_attempt: i32,
 }
 
 /// Claims up to `limit` deliveries for `owner`: deliveries whose claim expired (their replica
@@ -204,7 +230,8 @@ pub async fn claim(
             AND t.instance_id = d.instance_id AND t.id = d.target_id AND t.state = 'active' \
          RETURNING d.instance_id, d.target_id, d.event_id, d.aggregate_type, d.aggregate_id, d.event_position, \
                    d.event_offset, d.attempts, t.endpoint, t.kind, t.timeout_ms, t.strict_order, t.secret, \
-                   CASE WHEN t.previous_expires_at > clock_timestamp() THEN t.previous_secret END, t.sequence",
+                   CASE WHEN t.previous_expires_at > clock_timestamp() THEN t.previous_secret END, t.sequence, \
+                   d.attempts - d.schedule_from",
     )
     .bind(owner)
     .bind(limit)
@@ -233,6 +260,7 @@ pub async fn claim(
                 secret: row.try_get(12)?,
                 previous_secret: row.try_get(13)?,
                 target_sequence: row.try_get(14)?,
+                round_attempt: row.try_get(15)?,
             })
         })
         .collect()
@@ -624,7 +652,7 @@ pub async fn retry(
     }
     sqlx::query(
         "UPDATE actions.deliveries SET state = 'pending', next_attempt_at = 'infinity', \
-           attempts = CASE WHEN state = 'pending' THEN attempts ELSE 0 END, \
+           schedule_from = CASE WHEN state = 'pending' THEN schedule_from ELSE attempts END, \
            replays = replays + CASE WHEN state = 'delivered' THEN 1 ELSE 0 END \
          WHERE target_id = $1 AND event_id = $2",
     )
@@ -649,7 +677,7 @@ pub async fn replay(pool: &PgPool, target: Uuid, events: &[StoredEvent]) -> Resu
     lock_targets(&mut tx, &[target]).await?;
     let inserted = insert(&mut tx, &rows).await?;
     let reopened = sqlx::query(
-        "UPDATE actions.deliveries SET state = 'pending', next_attempt_at = 'infinity', attempts = 0, \
+        "UPDATE actions.deliveries SET state = 'pending', next_attempt_at = 'infinity', schedule_from = attempts, \
            replays = replays + 1 \
          WHERE target_id = $1 AND event_id = ANY($2) AND state IN ('delivered', 'failed')",
     )

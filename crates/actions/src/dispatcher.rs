@@ -397,7 +397,7 @@ impl Dispatcher {
             return Next::Failed;
         }
         let scale = self.config.retry_scale;
-        let attempt = u32::try_from(c.attempt).unwrap_or(u32::MAX);
+        let attempt = u32::try_from(c.round_attempt).unwrap_or(u32::MAX);
         match schedule::delay_after(attempt, (self.jitter)(), None) {
             Some(delay) => Next::Retry(scaled(delay, scale, retry_after)),
             None => {

@@ -2,6 +2,7 @@
 //! a line as `BENCH <key> <number>`, with the raw limit measured in the same run beside it.
 //! Driven by `scripts/bench`; see the README for the figures of the latest run.
 
+mod actions;
 mod api;
 mod append;
 mod harness;
@@ -17,7 +18,7 @@ use anyhow::Context;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let group = std::env::args().nth(1).context(
-        "usage: cairn-bench <group>   (groups: append, relay, projector, notifier, api, scim, tenants, services)",
+        "usage: cairn-bench <group>   (groups: append, relay, projector, notifier, actions, api, scim, tenants, services)",
     )?;
     let settings = harness::Settings::from_env()?;
     let outcome = match group.as_str() {
@@ -25,13 +26,14 @@ async fn main() -> anyhow::Result<()> {
         "relay" => relay::run(&settings).await,
         "projector" => projector::run(&settings).await,
         "notifier" => notifier::run(&settings).await,
+        "actions" => actions::run(&settings).await,
         "api" => api::run(&settings).await,
         "scim" => scim::run(&settings).await,
         "tenants" => tenants::run(&settings).await,
         "services" => services::run(&settings).await,
         other => {
             anyhow::bail!(
-                "unknown benchmark group {other:?} (groups: append, relay, projector, notifier, api, scim, tenants, services)"
+                "unknown benchmark group {other:?} (groups: append, relay, projector, notifier, actions, api, scim, tenants, services)"
             )
         }
     };

@@ -132,7 +132,7 @@ async fn session(stream: tokio::net::TcpStream, state: Arc<Accepted>) -> std::io
     }
 }
 
-fn profile(n: usize) -> anyhow::Result<HumanProfile> {
+pub(crate) fn profile(n: usize) -> anyhow::Result<HumanProfile> {
     Ok(HumanProfile {
         display_name: Some(DisplayName::parse(format!("Ada {n}"))?),
         preferred_language: None,
@@ -148,7 +148,7 @@ fn profile(n: usize) -> anyhow::Result<HumanProfile> {
 }
 
 /// Adds `count` users (1,000 per push); returns their ids and states.
-async fn add_users(
+pub(crate) async fn add_users(
     store: &PgEventStore,
     instance: InstanceId,
     org: AggregateId,

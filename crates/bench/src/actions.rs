@@ -1,0 +1,383 @@
+//! `actions`: how fast events go out as signed webhooks, against a local receiver (a minimal
+//! HTTP/1.1 server in this process that answers 200 to every POST and notes when each
+//! `webhook-id` arrived).
+//!
+//! - `actions.deliveries_per_s`: a backlog of `user.human.added` events (2,000 by default,
+//!   `CAIRN_BENCH_ACTIONS_BACKLOG`) already committed, with one target and an `event:user.*`
+//!   execution, when an actions replica starts; from its start until the receiver has every
+//!   delivery (intake, claim, sign, call, record, wake the next).
+//! - `actions.raw_http_post_per_s`: the raw limit of the same run: the same receiver hit with
+//!   bodies of the same size by the same HTTP client without the service, with the replica's
+//!   per-target concurrency (16).
+//! - `actions.event_to_delivery_p50_ms` / `_p99_ms`: at a steady 500 events/s (the rate reached
+//!   is printed as `actions.event_rate_per_s`), from the push's return to the receiver, through the
+//!   relay, JetStream, the intake and the dispatcher.
+//!
+//! Request conditions (a target called before a command-api RPC) are not built yet, so
+//! `actions.request_condition_added_p99_ms` is not printed.
+
+use crate::harness::{BenchDb, Settings, bench};
+use crate::notifier::{add_users, profile};
+use cairn_actions::commands::{self, domain_error};
+use cairn_domain::action::{Condition, Executions, Target, TargetKind, TargetSettings};
+use cairn_domain::user::AddHumanUser;
+use cairn_domain::{Aggregate, AggregateId, InstanceId, User, UserName};
+use cairn_eventstore::{CommitListener, EventStore, ExpectedSequence, PgEventStore, Push};
+use cairn_eventstore_service::metrics::RelayMetrics;
+use cairn_eventstore_service::relay::{Relay, RelayConfig};
+use cairn_secrets::Keyring;
+use cairn_webhooks::client::Client;
+use cairn_webhooks::guard::{Endpoint, Guard};
+use cairn_webhooks::secret::SigningSecret;
+use hdrhistogram::Histogram;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Calls in flight to one target from one replica (`CAIRN_ACTIONS_TARGET_CONCURRENCY`'s default),
+/// and the raw client's concurrency.
+const CONCURRENCY: usize = 16;
+
+/// What the receiver got: webhook-id → first arrival.
+#[derive(Default)]
+struct Received {
+    at: std::sync::Mutex<HashMap<String, Instant>>,
+    count: AtomicUsize,
+    changed: Notify,
+}
+
+impl Received {
+    async fn wait_for(&self, n: usize, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let changed = self.changed.notified();
+            if self.count.load(Ordering::SeqCst) >= n {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the receiver got {} of {n} requests",
+                self.count.load(Ordering::SeqCst)
+            );
+            let _ = tokio::time::timeout(Duration::from_millis(100), changed).await; // poll_interval
+        }
+    }
+}
+
+/// A minimal keep-alive HTTP/1.1 receiver on a free loopback port; runs until `shutdown`.
+async fn receiver(shutdown: CancellationToken) -> anyhow::Result<(u16, Arc<Received>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let received = Arc::new(Received::default());
+    let state = received.clone();
+    tokio::spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                accepted = listener.accept() => match accepted { Ok((s, _)) => s, Err(_) => continue },
+                _ = shutdown.cancelled() => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let state = state.clone();
+            tokio::spawn(async move {
+                let _ = connection(stream, state).await;
+            });
+        }
+    });
+    Ok((port, received))
+}
+
+async fn connection(stream: tokio::net::TcpStream, state: Arc<Received>) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    let mut line = String::new();
+    loop {
+        // Request line and headers.
+        let (mut length, mut id) = (0_usize, None);
+        let mut first = true;
+        loop {
+            line.clear();
+            if read.read_line(&mut line).await? == 0 {
+                return Ok(());
+            }
+            if line == "\r\n" && !first {
+                break;
+            }
+            first = false;
+            let lower = line.to_ascii_lowercase();
+            if let Some(value) = lower.strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap_or(0);
+            } else if lower.starts_with("webhook-id:") {
+                id = line.get(11..).map(|v| v.trim().to_owned());
+            }
+        }
+        let mut body = vec![0_u8; length];
+        read.read_exact(&mut body).await?;
+        let now = Instant::now();
+        if let Some(id) = id {
+            state
+                .at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(id)
+                .or_insert(now);
+        }
+        state.count.fetch_add(1, Ordering::SeqCst);
+        state.changed.notify_waiters();
+        write
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok")
+            .await?;
+    }
+}
+
+/// One target at the receiver and an `event:user.*` execution, as ActionService would commit them.
+async fn configure(
+    store: &PgEventStore,
+    keys: &Keyring,
+    instance: InstanceId,
+    port: u16,
+) -> anyhow::Result<()> {
+    let target = AggregateId::new();
+    let secret = SigningSecret::generate();
+    let sealed = serde_json::to_value(secret.seal(
+        keys,
+        instance.as_uuid().as_bytes(),
+        target.as_uuid().as_bytes(),
+    )?)?;
+    let settings = TargetSettings {
+        name: "bench".into(),
+        endpoint: format!("http://127.0.0.1:{port}/hook"),
+        kind: TargetKind::Webhook,
+        timeout_ms: 10_000,
+        interrupt_on_error: false,
+        strict_order: false,
+    };
+    commands::execute::<Target>(store, instance, target, "bench", |t| {
+        t.add(settings.clone(), sealed.clone()).map_err(domain_error)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("adding the target: {e:?}"))?;
+    let condition = Condition::parse("event:user.*").map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    commands::execute::<Executions>(
+        store,
+        instance,
+        AggregateId::from_uuid(instance.as_uuid()),
+        "bench",
+        |e| e.set(&condition, vec![target]).map_err(domain_error),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("setting the execution: {e:?}"))?;
+    Ok(())
+}
+
+/// Adds one user; the id of its event (the delivery's webhook-id).
+async fn push_user(
+    store: &PgEventStore,
+    instance: InstanceId,
+    org: AggregateId,
+    n: usize,
+) -> anyhow::Result<String> {
+    let decision = User::default().add_human(AddHumanUser {
+        org_id: org,
+        user_name: UserName::parse(format!("user{n}"))?,
+        profile: profile(n)?,
+        password_hash: None,
+        active: true,
+    })?;
+    let stored = store
+        .push(Push::from_decision(
+            instance,
+            User::aggregate_type(),
+            AggregateId::new(),
+            ExpectedSequence::Exact(0),
+            decision,
+            "bench",
+            org,
+        ))
+        .await?;
+    let event = stored
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("the push stored no event"))?;
+    Ok(event.id.as_uuid().to_string())
+}
+
+fn actions_config(db: &BenchDb, keys: &str, stream: &str, prefix: &str) -> cairn_actions::Config {
+    let mut config = cairn_actions::Config::for_tests(&db.url(), keys);
+    config.nats_url = std::env::var("CAIRN_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    config.stream_name = stream.to_owned();
+    config.subject_prefix = prefix.to_owned();
+    config
+}
+
+/// The raw limit: the same client, bodies of the same size, straight to the receiver.
+async fn raw_posts(port: u16, count: usize) -> anyhow::Result<f64> {
+    let client = Client::new(Guard::allowing(["127.0.0.1"]))
+        .map_err(|e| anyhow::anyhow!("setting up the client: {e}"))?;
+    let endpoint =
+        Endpoint::parse(&format!("http://127.0.0.1:{port}/raw")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let body = bytes::Bytes::from(serde_json::to_vec(&serde_json::json!({
+        "type": "user.human.added",
+        "timestamp": "2026-12-04T00:00:00Z",
+        "data": {"instanceId": uuid::Uuid::new_v4(), "aggregateType": "user", "aggregateId": uuid::Uuid::new_v4(),
+                 "sequence": 1, "position": "1234.0", "creator": "bench",
+                 "payload": {"userName": "user1", "profile": {"displayName": "Ada 1",
+                   "emails": [{"value": "user1@example.com", "type": "work", "primary": true}]}}},
+    }))?);
+    let sent = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..CONCURRENCY {
+        let (client, endpoint, body, sent) = (client.clone(), endpoint.clone(), body.clone(), sent.clone());
+        workers.spawn(async move {
+            while sent.fetch_add(1, Ordering::SeqCst) < count {
+                let headers = [
+                    ("webhook-id", uuid::Uuid::new_v4().to_string()),
+                    ("webhook-timestamp", "1796342400".to_owned()),
+                    ("webhook-signature", format!("v1,{}", "A".repeat(44))),
+                    ("content-type", "application/json".to_owned()),
+                ];
+                let response = client
+                    .post(&endpoint, &headers, body.clone(), Duration::from_secs(10))
+                    .await?;
+                anyhow::ensure!(response.is_success(), "the receiver answered {}", response.status);
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        done??;
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+pub async fn run(settings: &Settings) -> anyhow::Result<()> {
+    let backlog: usize = std::env::var("CAIRN_BENCH_ACTIONS_BACKLOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let key_string = format!("k1:{}", Keyring::generate_key_string()?.as_str());
+    let keys = Keyring::parse(&key_string)?;
+    let shutdown = CancellationToken::new();
+    let (port, received) = receiver(shutdown.clone()).await?;
+
+    bench("actions.raw_http_post_per_s", raw_posts(port, backlog).await?);
+
+    // Backlog: every event committed before the replica starts.
+    {
+        let db = BenchDb::create(settings, 16).await?;
+        let store = PgEventStore::new(db.pool.clone());
+        let instance = InstanceId::new();
+        let org = AggregateId::from_uuid(instance.as_uuid());
+        configure(&store, &keys, instance, port).await?;
+        add_users(&store, instance, org, 0, backlog).await?;
+        let before = received.count.load(Ordering::SeqCst);
+        let stop = CancellationToken::new();
+        let started = Instant::now();
+        let service = cairn_actions::start(
+            actions_config(
+                &db,
+                &key_string,
+                "BENCH_ACTIONS_NONE",
+                "bench_actions_none.events",
+            ),
+            stop.clone(),
+        )
+        .await?;
+        received
+            .wait_for(before + backlog, Duration::from_secs(600))
+            .await?;
+        bench(
+            "actions.deliveries_per_s",
+            backlog as f64 / started.elapsed().as_secs_f64(),
+        );
+        stop.cancel();
+        service.wait().await?;
+        db.drop_db().await?;
+    }
+
+    // Event-to-delivery latency at a steady 500 events/s, through relay and JetStream.
+    {
+        let db = BenchDb::create(settings, 24).await?;
+        let store = PgEventStore::new(db.pool.clone());
+        let client = async_nats::connect(settings.nats_url.as_str()).await?;
+        let js = async_nats::jetstream::new(client);
+        let name = format!(
+            "BENCH_ACTIONS_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8].to_uppercase()
+        );
+        let prefix = format!("{}.events", name.to_lowercase());
+        let stop = CancellationToken::new();
+        let commits = CommitListener::start(db.pool.clone(), stop.clone());
+        let relay = Relay::new(
+            store.clone(),
+            js.clone(),
+            RelayConfig {
+                stream_name: name.clone(),
+                subject_prefix: prefix.clone(),
+                max_age: Duration::from_secs(3600),
+                duplicate_window: Duration::from_secs(120),
+                lease_ttl: Duration::from_secs(5),
+                batch: 1000,
+                fallback_poll: Duration::from_millis(500),
+                abort_after_publishes: None,
+            },
+            commits.subscribe(),
+            RelayMetrics::default(),
+        );
+        let relay_task = tokio::spawn(relay.run(stop.clone()));
+        let instance = InstanceId::new();
+        let org = AggregateId::from_uuid(instance.as_uuid());
+        configure(&store, &keys, instance, port).await?;
+        let service =
+            cairn_actions::start(actions_config(&db, &key_string, &name, &prefix), stop.clone()).await?;
+        // Warm up: the first delivery takes the intake lease and opens a connection.
+        let base = received.count.load(Ordering::SeqCst);
+        add_users(&store, instance, org, 0, 1).await?;
+        received.wait_for(base + 1, Duration::from_secs(60)).await?;
+        let count = ((settings.phase.as_secs_f64() * 500.0) as usize).max(500);
+        let mut pushed: Vec<(String, Instant)> = Vec::with_capacity(count);
+        let mut ticker = tokio::time::interval(Duration::from_millis(2));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let started = Instant::now();
+        for n in 1..=count {
+            ticker.tick().await; // pacing: a steady 500 events/s
+            let id = push_user(&store, instance, org, n).await?;
+            pushed.push((id, Instant::now()));
+        }
+        bench(
+            "actions.event_rate_per_s",
+            count as f64 / started.elapsed().as_secs_f64(),
+        );
+        received
+            .wait_for(base + 1 + count, Duration::from_secs(120))
+            .await?;
+        let mut histogram = Histogram::<u64>::new(3)?;
+        {
+            let at = received.at.lock().unwrap_or_else(|p| p.into_inner());
+            for (id, pushed_at) in &pushed {
+                let arrived = at
+                    .get(id)
+                    .ok_or_else(|| anyhow::anyhow!("no delivery with webhook-id {id}"))?;
+                histogram.record(arrived.saturating_duration_since(*pushed_at).as_micros() as u64)?;
+            }
+        }
+        bench(
+            "actions.event_to_delivery_p50_ms",
+            histogram.value_at_quantile(0.5) as f64 / 1000.0,
+        );
+        bench(
+            "actions.event_to_delivery_p99_ms",
+            histogram.value_at_quantile(0.99) as f64 / 1000.0,
+        );
+        stop.cancel();
+        service.wait().await?;
+        relay_task.await??;
+        js.delete_stream(&name).await.ok();
+        db.drop_db().await?;
+    }
+    shutdown.cancel();
+    Ok(())
+}
