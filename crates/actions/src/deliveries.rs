@@ -205,23 +205,39 @@ pub struct Claimed {
 /// died mid-call) first, then due heads, oldest due first, leaving out `saturated` targets.
 /// `FOR UPDATE SKIP LOCKED` keeps two dispatchers off one row; only active targets' rows are
 /// taken.
+///
+/// `room` is the calls each target with calls in flight may still take and `per_target` the
+/// room of every other target: due rows over a target's room are only looked at, not claimed,
+/// so a busy target costs no claim-and-release writes.
 pub async fn claim(
     pool: &PgPool,
     owner: Uuid,
     limit: i64,
     saturated: &[Uuid],
+    room: &[(Uuid, i32)],
+    per_target: i32,
     claim_ttl: Duration,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
+    let (room_targets, room_left): (Vec<Uuid>, Vec<i32>) = room.iter().copied().unzip();
     let rows = sqlx::query(
         "WITH expired AS ( \
            SELECT target_id, event_id FROM actions.deliveries \
             WHERE state = 'delivering' AND claim_expires_at < clock_timestamp() \
             ORDER BY claim_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
          due AS ( \
-           SELECT target_id, event_id FROM actions.deliveries \
-            WHERE state = 'pending' AND next_attempt_at <= clock_timestamp() AND target_id <> ALL($3) \
-            ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
-         picked AS (SELECT * FROM expired UNION ALL SELECT * FROM due LIMIT $2) \
+           SELECT target_id, event_id, \
+                  row_number() OVER (PARTITION BY target_id ORDER BY next_attempt_at) AS n \
+             FROM (SELECT target_id, event_id, next_attempt_at FROM actions.deliveries \
+                    WHERE state = 'pending' AND next_attempt_at <= clock_timestamp() \
+                      AND target_id <> ALL($3) \
+                    ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED) AS locked), \
+         picked AS ( \
+           SELECT target_id, event_id FROM expired \
+           UNION ALL \
+           SELECT target_id, event_id FROM due \
+            WHERE n <= COALESCE((SELECT r.left_ FROM unnest($5::uuid[], $6::int[]) AS r(t, left_) \
+                                  WHERE r.t = due.target_id), $7) \
+           LIMIT $2) \
          UPDATE actions.deliveries d \
             SET state = 'delivering', claimed_by = $1, attempts = d.attempts + 1, \
                 claim_expires_at = clock_timestamp() + make_interval(secs => $4) \
@@ -237,6 +253,9 @@ pub async fn claim(
     .bind(limit)
     .bind(saturated)
     .bind(claim_ttl.as_secs_f64())
+    .bind(&room_targets)
+    .bind(&room_left)
+    .bind(per_target)
     .fetch_all(pool)
     .await?;
     rows.iter()

@@ -119,6 +119,18 @@ impl Dispatcher {
         }
     }
 
+    /// The room left of each target with calls in flight (under its cap).
+    fn room(&self) -> Vec<(Uuid, i32)> {
+        let cap = self.config.target_concurrency;
+        self.in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|(_, n)| **n < cap)
+            .map(|(t, n)| (*t, i32::try_from(cap - *n).unwrap_or(0)))
+            .collect()
+    }
+
     fn saturated(&self) -> Vec<Uuid> {
         let cap = self.config.target_concurrency;
         self.in_flight
@@ -228,6 +240,8 @@ impl Dispatcher {
             self.owner,
             i64::try_from(limit.min(256)).unwrap_or(256),
             &self.saturated(),
+            &self.room(),
+            i32::try_from(self.config.target_concurrency).unwrap_or(i32::MAX),
             self.config.claim_ttl(),
         )
         .await?;
@@ -354,10 +368,11 @@ impl Dispatcher {
             }
         };
         let gone = matches!(&outcome, Ok(r) if r.status == 410);
-        let next = self.next(c, &attempted, retry_after, health, gone);
-        if gone {
-            self.disable(c, "the endpoint answered 410 Gone").await;
-        } else if let Some(since) = health.failing_since {
+        // A 410 holds the delivery for the disabled target; if the target could not be disabled,
+        // the delivery stays on its schedule instead of waiting for an enable that never comes.
+        let held = gone && self.disable(c, "the endpoint answered 410 Gone").await;
+        let next = self.next(c, &attempted, retry_after, health, held);
+        if !gone && let Some(since) = health.failing_since {
             let failing = (self.clock.now() - since).to_std().unwrap_or_default();
             if attempted.error.is_some() && failing >= self.config.failure_period() {
                 let reason = format!(
@@ -414,7 +429,8 @@ impl Dispatcher {
         }
     }
 
-    async fn disable(&self, c: &Claimed, reason: &str) {
+    /// Disables the target (records `action.target.disabled`); false if that failed.
+    async fn disable(&self, c: &Claimed, reason: &str) -> bool {
         let result = crate::commands::execute::<Target>(
             &self.store,
             InstanceId::from_uuid(c.instance_id),
@@ -424,12 +440,17 @@ impl Dispatcher {
         )
         .await;
         match result {
-            Ok((_, events)) if !events.is_empty() => {
-                self.metrics.disabled.inc();
-                tracing::warn!(target_id = %c.target_id, instance_id = %c.instance_id, reason, "target disabled");
+            Ok((_, events)) => {
+                if !events.is_empty() {
+                    self.metrics.disabled.inc();
+                    tracing::warn!(target_id = %c.target_id, instance_id = %c.instance_id, reason, "target disabled");
+                }
+                true
             }
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, target_id = %c.target_id, "disabling a target failed"),
+            Err(error) => {
+                tracing::warn!(%error, target_id = %c.target_id, "disabling a target failed");
+                false
+            }
         }
     }
 
@@ -446,7 +467,6 @@ impl Dispatcher {
         let signature = sign::signature_header(&secrets, &id, timestamp, &body)
             .map_err(|e| CallFailure::Local(e.to_string()))?;
         let mut headers = vec![
-            ("content-type", "application/json".to_owned()),
             (sign::HEADER_ID, id),
             (sign::HEADER_TIMESTAMP, timestamp.to_string()),
             (sign::HEADER_SIGNATURE, signature),
@@ -505,10 +525,22 @@ pub fn body(event: &StoredEvent, sent_at: i64) -> Vec<u8> {
             "creator": event.creator,
             "resourceOwner": event.resource_owner.as_uuid(),
             "createdAt": event.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            "payload": event.payload,
+            "payload": public_payload(event),
         }
     });
     serde_json::to_vec(&value).unwrap_or_default()
+}
+
+/// The payload as receivers see it: a target's sealed signing secret (in `action.target.*`
+/// events, which `event:*` matches) is left out.
+fn public_payload(event: &StoredEvent) -> serde_json::Value {
+    let mut payload = event.payload.clone();
+    if event.event_type.as_str().starts_with("action.target.")
+        && let Some(object) = payload.as_object_mut()
+    {
+        object.remove("secret");
+    }
+    payload
 }
 
 async fn listen(pool: PgPool, wake: Arc<Notify>, shutdown: CancellationToken) {
@@ -539,5 +571,54 @@ async fn measure_queue(dispatcher: Dispatcher, shutdown: CancellationToken) {
         if let Ok(depth) = deliveries::queue_depth(&dispatcher.pool).await {
             dispatcher.metrics.queue_depth.set(depth);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_domain::{AggregateId, AggregateType, EventType, InstanceId, Position};
+
+    fn event(event_type: &str, payload: serde_json::Value) -> StoredEvent {
+        let instance = InstanceId::new();
+        StoredEvent {
+            id: cairn_domain::EventId::new(),
+            instance_id: instance,
+            aggregate_type: AggregateType::parse("action.target").unwrap(),
+            aggregate_id: AggregateId::new(),
+            sequence: 1,
+            event_type: EventType::parse(event_type).unwrap(),
+            revision: 1,
+            payload,
+            creator: "admin".into(),
+            resource_owner: AggregateId::from_uuid(instance.as_uuid()),
+            created_at: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            position: Position {
+                position: 7,
+                offset: 0,
+            },
+            trace_context: None,
+        }
+    }
+
+    #[test]
+    fn a_targets_sealed_secret_never_leaves_in_a_body() {
+        let added = event(
+            "action.target.added",
+            serde_json::json!({"settings": {"name": "crm"}, "secret": {"kid": "k1", "ct": "x"}}),
+        );
+        let body: serde_json::Value = serde_json::from_slice(&body(&added, 1_800_000_000)).unwrap();
+        assert_eq!(
+            body["data"]["payload"],
+            serde_json::json!({"settings": {"name": "crm"}})
+        );
+        assert_eq!(body["type"], "action.target.added");
+        assert_eq!(body["data"]["position"], "7.0");
+        let other = event(
+            "user.human.added",
+            serde_json::json!({"secret": "kept: not a target's"}),
+        );
+        let sent: serde_json::Value = serde_json::from_slice(&super::body(&other, 1_800_000_000)).unwrap();
+        assert_eq!(sent["data"]["payload"]["secret"], "kept: not a target's");
     }
 }
