@@ -16,15 +16,13 @@
 //! Request conditions (a target called before a command-api RPC) are not built yet, so
 //! `actions.request_condition_added_p99_ms` is not printed.
 
-use crate::harness::{BenchDb, Settings, bench};
+use crate::harness::{BenchDb, BenchRelay, Settings, bench, start_relay};
 use crate::notifier::{add_users, profile};
 use cairn_actions::commands::{self, domain_error};
 use cairn_domain::action::{Condition, Executions, Target, TargetKind, TargetSettings};
 use cairn_domain::user::AddHumanUser;
 use cairn_domain::{Aggregate, AggregateId, InstanceId, User, UserName};
-use cairn_eventstore::{CommitListener, EventStore, ExpectedSequence, PgEventStore, Push};
-use cairn_eventstore_service::metrics::RelayMetrics;
-use cairn_eventstore_service::relay::{Relay, RelayConfig};
+use cairn_eventstore::{EventStore, ExpectedSequence, PgEventStore, Push};
 use cairn_secrets::Keyring;
 use cairn_webhooks::client::Client;
 use cairn_webhooks::guard::{Endpoint, Guard};
@@ -302,32 +300,13 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     {
         let db = BenchDb::create(settings, 24).await?;
         let store = PgEventStore::new(db.pool.clone());
-        let client = async_nats::connect(settings.nats_url.as_str()).await?;
-        let js = async_nats::jetstream::new(client);
-        let name = format!(
-            "BENCH_ACTIONS_{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8].to_uppercase()
-        );
-        let prefix = format!("{}.events", name.to_lowercase());
         let stop = CancellationToken::new();
-        let commits = CommitListener::start(db.pool.clone(), stop.clone());
-        let relay = Relay::new(
-            store.clone(),
-            js.clone(),
-            RelayConfig {
-                stream_name: name.clone(),
-                subject_prefix: prefix.clone(),
-                max_age: Duration::from_secs(3600),
-                duplicate_window: Duration::from_secs(120),
-                lease_ttl: Duration::from_secs(5),
-                batch: 1000,
-                fallback_poll: Duration::from_millis(500),
-                abort_after_publishes: None,
-            },
-            commits.subscribe(),
-            RelayMetrics::default(),
-        );
-        let relay_task = tokio::spawn(relay.run(stop.clone()));
+        let BenchRelay {
+            js,
+            name,
+            prefix,
+            task: relay_task,
+        } = start_relay(settings, &db.pool, &store, "ACTIONS", &stop).await?;
         let instance = InstanceId::new();
         let org = AggregateId::from_uuid(instance.as_uuid());
         configure(&store, &keys, instance, port).await?;

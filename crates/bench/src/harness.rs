@@ -183,3 +183,63 @@ where
         latency_us,
     })
 }
+
+/// The relay's settings for a bench stream `name` (subjects `<name lower-cased>.events`).
+pub fn relay_config(name: &str) -> cairn_eventstore_service::relay::RelayConfig {
+    cairn_eventstore_service::relay::RelayConfig {
+        stream_name: name.to_owned(),
+        subject_prefix: format!("{}.events", name.to_lowercase()),
+        max_age: Duration::from_secs(3600),
+        duplicate_window: Duration::from_secs(120),
+        lease_ttl: Duration::from_secs(5),
+        batch: 1000,
+        fallback_poll: Duration::from_millis(500),
+        abort_after_publishes: None,
+    }
+}
+
+/// A relay publishing a bench database's events to a stream of its own, as the eventstore
+/// service runs it.
+pub struct BenchRelay {
+    /// JetStream, for consumers and to delete the stream afterwards.
+    pub js: async_nats::jetstream::Context,
+    /// The stream (`BENCH_<label>_<8 hex>`).
+    pub name: String,
+    /// Its subject prefix.
+    pub prefix: String,
+    /// The relay, until `stop`.
+    pub task: tokio::task::JoinHandle<Result<(), cairn_eventstore_service::relay::RelayError>>,
+}
+
+/// Starts a [`BenchRelay`] for `store` (on `pool`) that runs until `stop`.
+pub async fn start_relay(
+    settings: &Settings,
+    pool: &PgPool,
+    store: &cairn_eventstore::PgEventStore,
+    label: &str,
+    stop: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<BenchRelay> {
+    let client = async_nats::connect(settings.nats_url.as_str()).await?;
+    let js = async_nats::jetstream::new(client);
+    let name = format!(
+        "BENCH_{label}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8].to_uppercase()
+    );
+    let config = relay_config(&name);
+    let prefix = config.subject_prefix.clone();
+    let commits = cairn_eventstore::CommitListener::start(pool.clone(), stop.clone());
+    let relay = cairn_eventstore_service::relay::Relay::new(
+        store.clone(),
+        js.clone(),
+        config,
+        commits.subscribe(),
+        cairn_eventstore_service::metrics::RelayMetrics::default(),
+    );
+    let task = tokio::spawn(relay.run(stop.clone()));
+    Ok(BenchRelay {
+        js,
+        name,
+        prefix,
+        task,
+    })
+}

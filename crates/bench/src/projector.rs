@@ -10,12 +10,10 @@
 //! - `projector.raw_insert_rows_per_s`: the raw limit measured in the same run, the same rows
 //!   inserted 1,000 per statement into a copy of the users table without the framework.
 
-use crate::harness::{BenchDb, Settings, bench};
+use crate::harness::{BenchDb, BenchRelay, Settings, bench, start_relay};
 use cairn_domain::user::{AddHumanUser, Email, HumanProfile, PersonName};
 use cairn_domain::{Aggregate, AggregateId, DisplayName, EmailAddress, InstanceId, Position, User, UserName};
-use cairn_eventstore::{CommitListener, EventStore, ExpectedSequence, PgEventStore, Push};
-use cairn_eventstore_service::metrics::RelayMetrics;
-use cairn_eventstore_service::relay::{Relay, RelayConfig};
+use cairn_eventstore::{EventStore, ExpectedSequence, PgEventStore, Push};
 use cairn_projection::Projection;
 use cairn_projection::projector::{Projector, ProjectorConfig, ProjectorMetrics};
 use hdrhistogram::Histogram;
@@ -218,31 +216,12 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         let db = BenchDb::create(settings, 24).await?;
         let store = PgEventStore::new(db.pool.clone());
         let shutdown = CancellationToken::new();
-        let client = async_nats::connect(settings.nats_url.as_str()).await?;
-        let js = async_nats::jetstream::new(client);
-        let name = format!(
-            "BENCH_PROJ_{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8].to_uppercase()
-        );
-        let prefix = format!("{}.events", name.to_lowercase());
-        let commits = CommitListener::start(db.pool.clone(), shutdown.clone());
-        let relay = Relay::new(
-            store.clone(),
-            js.clone(),
-            RelayConfig {
-                stream_name: name.clone(),
-                subject_prefix: prefix.clone(),
-                max_age: Duration::from_secs(3600),
-                duplicate_window: Duration::from_secs(120),
-                lease_ttl: Duration::from_secs(5),
-                batch: 1000,
-                fallback_poll: Duration::from_millis(500),
-                abort_after_publishes: None,
-            },
-            commits.subscribe(),
-            RelayMetrics::default(),
-        );
-        let relay_task = tokio::spawn(relay.run(shutdown.clone()));
+        let BenchRelay {
+            js,
+            name,
+            prefix,
+            task: relay_task,
+        } = start_relay(settings, &db.pool, &store, "PROJ", &shutdown).await?;
         let instance = InstanceId::new();
         // Create the instance's lease and stream before measuring.
         store.push(user_push(instance, 0)?).await?;

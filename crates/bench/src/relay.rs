@@ -10,12 +10,12 @@
 //!   keyset pages (`relay.raw_read_events_per_s`) and publishing same-sized messages to JetStream,
 //!   pipelined the same way (`relay.raw_publish_events_per_s`).
 
-use crate::harness::{BenchDb, Settings, bench};
+use crate::harness::{BenchDb, Settings, bench, relay_config};
 use async_nats::jetstream::{self, stream};
 use cairn_domain::{AggregateId, AggregateType, EventDraft, EventId, EventType, InstanceId};
 use cairn_eventstore::{CommitListener, EventStore, ExpectedSequence, PgEventStore, Push};
 use cairn_eventstore_service::metrics::RelayMetrics;
-use cairn_eventstore_service::relay::{Relay, RelayConfig};
+use cairn_eventstore_service::relay::Relay;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::json;
@@ -34,19 +34,6 @@ fn draft(n: usize) -> EventDraft {
         "system",
         AggregateId::new(),
     )
-}
-
-fn relay_config(name: &str) -> RelayConfig {
-    RelayConfig {
-        stream_name: name.to_owned(),
-        subject_prefix: format!("{}.events", name.to_lowercase()),
-        max_age: Duration::from_secs(3600),
-        duplicate_window: Duration::from_secs(120),
-        lease_ttl: Duration::from_secs(5),
-        batch: 1000,
-        fallback_poll: Duration::from_millis(500),
-        abort_after_publishes: None,
-    }
 }
 
 async fn stream_messages(js: &jetstream::Context, name: &str) -> anyhow::Result<u64> {
