@@ -240,11 +240,14 @@ async fn apply(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), Re
     };
     let mut config = load_config(&mut *conn, first.instance_id).await?;
     let mut rows = deliveries::NewDeliveries::default();
+    let mut changed = Vec::new();
     for event in events {
         if event.aggregate_type.as_str() == Target::TYPE {
             apply_target(&mut *conn, &mut config, event).await?;
+            changed.push(event.instance_id.as_uuid());
         } else if event.aggregate_type.as_str() == Executions::TYPE {
             apply_execution(&mut *conn, &mut config, event).await?;
+            changed.push(event.instance_id.as_uuid());
         }
         let matched = most_specific_event(
             config
@@ -261,6 +264,16 @@ async fn apply(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), Re
         }
     }
     deliveries::insert(&mut *conn, &rows).await?;
+    // command-api's request conditions cache these tables: the notification goes out when this
+    // transaction commits, so no one reads the change before it is there.
+    changed.dedup();
+    for instance in changed {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(cairn_webhooks::CONFIG_CHANNEL)
+            .bind(instance.to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }
 

@@ -179,13 +179,16 @@ impl Harness {
     }
 
     async fn start_with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self::start_with_options(cairn_stack::Options::default().clock(clock)).await
+    }
+
+    async fn start_with_options(options: cairn_stack::Options) -> Self {
         if std::env::var_os("RUST_LOG").is_some() {
             // `RUST_LOG=cairn_actions=debug cargo test ...` shows what the service did.
             std::mem::forget(cairn_telemetry::logging::init_with("actions-test", None));
         }
-        let stack = cairn_stack::Stack::start_with(cairn_stack::Options::default().clock(clock.clone()))
-            .await
-            .unwrap();
+        let clock = options.get_clock();
+        let stack = cairn_stack::Stack::start_with(options).await.unwrap();
         let token = stack.admin.token.to_string();
         Self { stack, token, clock }
     }
@@ -232,16 +235,25 @@ impl Harness {
         endpoint: &str,
         strict: bool,
     ) -> (String, String) {
+        let settings = pb::TargetSettings {
+            name: name.into(),
+            endpoint: endpoint.into(),
+            kind: pb::TargetKind::Webhook as i32,
+            timeout_ms: 2000,
+            interrupt_on_error: false,
+            strict_order: strict,
+        };
+        self.create_target_with(client, settings).await
+    }
+
+    async fn create_target_with(
+        &self,
+        client: &mut ActionServiceClient<Channel>,
+        settings: pb::TargetSettings,
+    ) -> (String, String) {
         let created = client
             .create_target(self.req(pb::CreateTargetRequest {
-                settings: Some(pb::TargetSettings {
-                    name: name.into(),
-                    endpoint: endpoint.into(),
-                    kind: pb::TargetKind::Webhook as i32,
-                    timeout_ms: 2000,
-                    interrupt_on_error: false,
-                    strict_order: strict,
-                }),
+                settings: Some(settings),
             }))
             .await
             .unwrap()
@@ -269,6 +281,10 @@ impl Harness {
     }
 
     async fn add_user(&self, name: &str) -> String {
+        self.try_add_user(name).await.unwrap()
+    }
+
+    async fn try_add_user(&self, name: &str) -> Result<String, tonic::Status> {
         let request = user::AddHumanUserRequest {
             user_name: name.into(),
             profile: Some(user::HumanProfile {
@@ -293,11 +309,7 @@ impl Harness {
             .users()
             .add_human_user(self.req(request))
             .await
-            .unwrap()
-            .into_inner()
-            .user
-            .unwrap()
-            .id
+            .map(|r| r.into_inner().user.unwrap().id)
     }
 
     /// Renames a user, retrying ABORTED (a concurrent change to the same user) as its error
@@ -946,5 +958,265 @@ async fn a_killed_replica_loses_nothing_and_repeats_only_with_the_same_webhook_i
     );
     assert_in_order_per_aggregate(&got);
     second.stop().await;
+    h.stack.stop().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request conditions (command-api calls the targets before the command runs)
+
+const ADD_HUMAN_USER: &str = "/cairn.user.v1.UserService/AddHumanUser";
+
+fn request_target(name: &str, endpoint: String, timeout_ms: u32, interrupt: bool) -> pb::TargetSettings {
+    pb::TargetSettings {
+        name: name.into(),
+        endpoint,
+        kind: pb::TargetKind::Call as i32,
+        timeout_ms,
+        interrupt_on_error: interrupt,
+        strict_order: false,
+    }
+}
+
+fn condition_settings(
+    budget_ms: u64,
+    breaker_failures: u32,
+) -> cairn_command_api::conditions::ConditionSettings {
+    cairn_command_api::conditions::ConditionSettings {
+        allowed_hosts: vec!["127.0.0.1".into()],
+        conditions_budget_ms: budget_ms,
+        breaker_failures,
+        breaker_open_secs: 60,
+    }
+}
+
+/// The `user.human.added` events in the store.
+async fn users_added(h: &Harness) -> usize {
+    h.events(&["user.human.added"], "0").await.len()
+}
+
+/// Adds users named `<prefix>-<n>` until one is refused (command-api learns of a new execution
+/// when the intake commits it); the refusal, the name refused and how many were added before.
+async fn until_refused(h: &Harness, prefix: &str) -> (tonic::Status, String, usize) {
+    let mut n = 0;
+    let (status, name) = eventually("a request condition refusing AddHumanUser", WAIT, || {
+        n += 1;
+        let name = format!("{prefix}-{n}");
+        async move {
+            match h.try_add_user(&name).await {
+                Ok(_) => Ok(None),
+                Err(status) => Ok(Some((status, name))),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    (status, name, n - 1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_condition_vetoes_times_out_and_stays_within_its_budget() {
+    let h = Harness::start_with_options(
+        cairn_stack::Options::default().request_conditions(condition_settings(1500, 100)),
+    )
+    .await;
+    let receiver = Receiver::started().await;
+    let running = h.actions(h.config()).await;
+    let mut client = h.client(&running).await;
+    let (gate, gate_secret) = h
+        .create_target_with(
+            &mut client,
+            request_target("gate", receiver.url("/gate"), 1000, true),
+        )
+        .await;
+    let (observer, observer_secret) = h
+        .create_target_with(
+            &mut client,
+            request_target("observer", receiver.url("/observer"), 1000, false),
+        )
+        .await;
+    receiver.secrets(&[("/gate", vec![gate_secret]), ("/observer", vec![observer_secret])]);
+    receiver.modes(json!({
+        "/gate": {"status": 403, "message": "no cost centre for this user"},
+        "/observer": {"status": 500},
+    }));
+    h.set_execution(&mut client, &format!("request:{ADD_HUMAN_USER}"), &[&gate])
+        .await;
+    h.set_execution(&mut client, "request:cairn.user.v1.UserService", &[&observer])
+        .await;
+
+    // A veto: FAILED_PRECONDITION with the target's message, and nothing written.
+    let before = users_added(&h).await;
+    let (status, refused, accepted) = until_refused(&h, "vetoed").await;
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("target \"gate\" refused the request (403): no cost centre for this user"),
+        "{status:?}"
+    );
+    assert_eq!(
+        users_added(&h).await,
+        before + accepted,
+        "the vetoed user was written"
+    );
+    // The target got the request, signed (verified by the receiver's own implementation), with
+    // the method and the request message as JSON.
+    let calls = receiver.requests_to("/gate");
+    let call = calls
+        .iter()
+        .find(|r| r["request"]["userName"] == json!(refused))
+        .unwrap_or_else(|| panic!("no call for {refused}: {calls:?}"));
+    assert_eq!(call["type"], json!("request"));
+    assert_eq!(call["method"], json!(ADD_HUMAN_USER));
+    assert_eq!(call["verified"], json!([true]), "{call}");
+    // The most specific execution only: the service-wide observer never saw AddHumanUser.
+    assert!(
+        receiver
+            .requests_to("/observer")
+            .iter()
+            .all(|r| r["method"] != json!(ADD_HUMAN_USER)),
+        "the observer was called for AddHumanUser"
+    );
+
+    // The target allows: the command runs.
+    receiver.modes(json!({"/gate": {"status": 200}, "/observer": {"status": 500}}));
+    let before = users_added(&h).await;
+    let id = h.add_user("allowed").await;
+    assert_eq!(users_added(&h).await, before + 1);
+    assert!(
+        receiver
+            .requests_to("/gate")
+            .iter()
+            .any(|r| r["request"]["userName"] == json!("allowed"))
+    );
+
+    // A non-interrupting target that fails: logged, and the command goes on.
+    h.rename(&id, "renamed").await;
+    let observed = receiver.requests_to("/observer");
+    assert!(
+        observed.iter().any(
+            |r| r["method"] == json!("/cairn.user.v1.UserService/ChangeUserName")
+                && r["request"]["userName"] == json!("renamed")
+                && r["status"] == json!(500)
+        ),
+        "{observed:?}"
+    );
+
+    // No answer within the target's timeout: refused, nothing written.
+    receiver.modes(json!({"/gate": {"delay_ms": 1300}}));
+    let before = users_added(&h).await;
+    let status = h.try_add_user("slow").await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("target \"gate\" did not answer within 1000 ms"),
+        "{status:?}"
+    );
+    assert_eq!(users_added(&h).await, before);
+
+    // The budget: a first target taking 900 ms of the 1,500 leaves the gate less than its own
+    // 1,000 ms timeout, so the gate, answering in 800 ms, is cut off.
+    let (first, first_secret) = h
+        .create_target_with(
+            &mut client,
+            request_target("first", receiver.url("/first"), 1000, false),
+        )
+        .await;
+    receiver.secrets(&[("/first", vec![first_secret])]);
+    receiver.modes(json!({"/first": {"delay_ms": 900}, "/gate": {"delay_ms": 800}}));
+    h.set_execution(
+        &mut client,
+        &format!("request:{ADD_HUMAN_USER}"),
+        &[&first, &gate],
+    )
+    .await;
+    let (status, _, _) = until_refused(&h, "budget").await;
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    let message = status.message();
+    let limit: u64 = message
+        .strip_prefix("target \"gate\" did not answer within ")
+        .and_then(|rest| rest.strip_suffix(" ms"))
+        .unwrap_or_else(|| panic!("{message}"))
+        .parse()
+        .unwrap();
+    assert!(
+        limit < 1000,
+        "the gate got its whole timeout, not what was left of the budget: {message}"
+    );
+
+    running.stop().await;
+    h.stack.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_request_target_opens_its_circuit_and_one_trial_closes_it() {
+    let clock = Arc::new(FixedClock::new(SystemClock.now()));
+    let h = Harness::start_with_options(
+        cairn_stack::Options::default()
+            .clock(clock.clone())
+            .request_conditions(condition_settings(3000, 2)),
+    )
+    .await;
+    let receiver = Receiver::started().await;
+    let running = h.actions(h.config()).await;
+    let mut client = h.client(&running).await;
+    let (flaky, secret) = h
+        .create_target_with(
+            &mut client,
+            request_target("flaky", receiver.url("/flaky"), 1000, true),
+        )
+        .await;
+    receiver.secrets(&[("/flaky", vec![secret])]);
+    receiver.modes(json!({"/flaky": {"status": 503}}));
+    h.set_execution(&mut client, &format!("request:{ADD_HUMAN_USER}"), &[&flaky])
+        .await;
+
+    // The first failure (the first call after command-api learnt of the execution), the second:
+    // both called the target; then the circuit is open.
+    let (first, _, _) = until_refused(&h, "first").await;
+    assert!(first.message().contains("refused the request (503)"), "{first:?}");
+    let second = h.try_add_user("second").await.unwrap_err();
+    assert!(
+        second.message().contains("refused the request (503)"),
+        "{second:?}"
+    );
+    let calls = receiver.requests_to("/flaky").len();
+    for n in 0..5 {
+        let open = h.try_add_user(&format!("open-{n}")).await.unwrap_err();
+        assert_eq!(open.code(), tonic::Code::FailedPrecondition, "{open:?}");
+        assert!(
+            open.message().contains("target \"flaky\" is unavailable"),
+            "{open:?}"
+        );
+    }
+    assert_eq!(
+        receiver.requests_to("/flaky").len(),
+        calls,
+        "an open circuit still called the target"
+    );
+
+    // After the open period one trial call goes through; it succeeds, the circuit closes.
+    receiver.modes(json!({"/flaky": {"status": 200}}));
+    clock.advance(chrono::Duration::seconds(61));
+    let before = users_added(&h).await;
+    h.add_user("trial").await;
+    h.add_user("closed").await;
+    assert_eq!(users_added(&h).await, before + 2);
+    assert_eq!(receiver.requests_to("/flaky").len(), calls + 2);
+
+    // A failing trial opens it again at once.
+    receiver.modes(json!({"/flaky": {"status": 503}}));
+    h.try_add_user("fails-1").await.unwrap_err();
+    h.try_add_user("fails-2").await.unwrap_err();
+    clock.advance(chrono::Duration::seconds(61));
+    let calls = receiver.requests_to("/flaky").len();
+    let trial = h.try_add_user("failed-trial").await.unwrap_err();
+    assert!(trial.message().contains("refused the request (503)"), "{trial:?}");
+    let open = h.try_add_user("open-again").await.unwrap_err();
+    assert!(open.message().contains("is unavailable"), "{open:?}");
+    assert_eq!(receiver.requests_to("/flaky").len(), calls + 1);
+
+    running.stop().await;
     h.stack.stop().await.unwrap();
 }

@@ -12,10 +12,11 @@ changes:
                                                       500, later ones 200
     {"/path": {"status": 500, "every": 3}}           like "first", for every third webhook-id
     {"/path": {"delay_ms": 50}}                      answer 200 after 50 ms
+    {"/path": {"status": 403, "message": "why"}}     ... with {"message": "why"} in the body
 
 Every request is appended to DIR/requests.jsonl (path, webhook-id, timestamp, the signatures'
-verification per secret, the body's type, aggregate, sequence and position, the status answered,
-the time received) unless --quiet; DIR/ready is written once the server listens. Stops on SIGTERM.
+verification per secret, the body's type, aggregate, sequence and position, a request
+condition's method and request, the status answered, the time received) unless --quiet; DIR/ready is written once the server listens. Stops on SIGTERM.
 
     python receiver.py --port 8099 --dir /tmp/receiver [--quiet]
 """
@@ -121,6 +122,8 @@ def main():
                     "sequence": inner.get("sequence"),
                     "position": inner.get("position"),
                     "payload": inner.get("payload"),
+                    "method": inner.get("method"),
+                    "request": inner.get("request"),
                     "status": status,
                     "attempt": count,
                     "at": time.time(),
@@ -128,14 +131,21 @@ def main():
                 with log_lock:
                     log.write(json.dumps(record) + "\n")
                     log.flush()
-            answer = json.dumps({"status": status}).encode()
+            answer = {"status": status}
+            if mode.get("message") is not None:
+                answer["message"] = mode["message"]
+            answer = json.dumps(answer).encode()
             self.send_response(status)
             if mode.get("retry_after") is not None and status in (429, 503):
                 self.send_header("Retry-After", str(mode["retry_after"]))
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
+            try:
+                self.end_headers()
+                self.wfile.write(answer)
+            except (BrokenPipeError, ConnectionResetError):
+                # The caller gave up (its timeout): what it was answered no longer matters.
+                pass
 
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True

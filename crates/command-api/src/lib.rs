@@ -24,6 +24,7 @@
 pub mod admin;
 pub mod api;
 pub mod authn;
+pub mod conditions;
 pub mod console;
 pub mod convert;
 pub mod email;
@@ -116,6 +117,9 @@ pub struct Config {
     /// Where the bootstrap writes the admin token (mode 0600).
     #[arg(long, env = "CAIRN_BOOTSTRAP_TOKEN_FILE", default_value = "admin.token")]
     pub bootstrap_token_file: PathBuf,
+    /// Request conditions: the targets called before a command runs.
+    #[command(flatten)]
+    pub conditions: conditions::ConditionSettings,
 }
 
 impl Config {
@@ -168,6 +172,7 @@ impl Settings {
             config.email_code_ttl_secs >= 60,
             "CAIRN_EMAIL_CODE_TTL_SECS must be at least 60"
         );
+        config.conditions.validate()?;
         let cors_origins = cairn_runtime::http::parse_origins(&config.cors_origins)
             .map_err(|e| anyhow::anyhow!("CAIRN_API_CORS_ORIGINS: {e}"))?;
         Ok(Self {
@@ -207,6 +212,12 @@ pub async fn start_with_clock(
     // The token cache's and the position waiter's listeners run as tasks of the runtime (below).
     let (auth, revocations) = cairn_auth::Authenticator::cached_listening(pool.clone());
     let (waiter, commits) = cairn_readmodel::PositionWaiter::listening(pool.clone());
+    let conditions = conditions::RequestConditions::new(
+        pool.clone(),
+        settings.keys.clone(),
+        clock.clone(),
+        &config.conditions,
+    )?;
     let api = api::Api {
         exec: exec::Executor {
             store: PgEventStore::new(pool.clone()),
@@ -262,10 +273,13 @@ pub async fn start_with_clock(
     let registry = rt.registry();
     let grpc_metrics = cairn_telemetry::RequestMetrics::register(registry, "cairn_api_grpc");
     let http_metrics = cairn_telemetry::RequestMetrics::register(registry, "cairn_api_http");
+    conditions.register(registry);
     let grpc = tonic::transport::Server::builder()
         .layer(cairn_runtime::http::grpc_request_id())
         .layer(grpc_metrics.layer("command-api"))
         .layer(authn::AuthnLayer::new(api.clone()))
+        // Inside authentication: the conditions see the caller.
+        .layer(conditions.layer())
         .add_service(health_service)
         .add_service(reflection)
         .add_service(UserServiceServer::new(users::Users::new(api.clone())))
@@ -281,6 +295,7 @@ pub async fn start_with_clock(
     // servers, so a request in flight keeps a current token cache and position waiter.
     rt.spawn_listener("revocation-listener", |stop| revocations.run(stop));
     rt.spawn_listener("position-listener", |stop| commits.run(stop));
+    rt.spawn_listener("action-config-listener", |stop| conditions.listen(stop));
     rt.spawn_server("grpc", move |stop| async move {
         grpc.serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),

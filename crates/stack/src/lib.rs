@@ -152,6 +152,7 @@ pub struct Options {
     clock: Arc<dyn Clock>,
     instance_name: String,
     email_codes: (usize, String),
+    conditions: cairn_command_api::conditions::ConditionSettings,
 }
 
 impl Default for Options {
@@ -161,6 +162,7 @@ impl Default for Options {
             clock: Arc::new(SystemClock),
             instance_name: "Stack".into(),
             email_codes: (6, "0123456789".into()),
+            conditions: cairn_command_api::conditions::ConditionSettings::default(),
         }
     }
 }
@@ -180,9 +182,21 @@ impl Options {
         self
     }
 
+    /// The clock set with [`Options::clock`].
+    pub fn get_clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+
     /// The name of the bootstrapped instance; "Stack" by default.
     pub fn instance_name(mut self, name: &str) -> Self {
         self.instance_name = name.to_owned();
+        self
+    }
+
+    /// command-api's request-condition settings (allowed hosts, budget, circuit breaker); the
+    /// defaults, which allow no private host, by default.
+    pub fn request_conditions(mut self, settings: cairn_command_api::conditions::ConditionSettings) -> Self {
+        self.conditions = settings;
         self
     }
 
@@ -301,6 +315,7 @@ impl Stack {
                 bootstrap_instance_name: options.instance_name.clone(),
                 bootstrap_token_file: "unused".into(),
                 cors_origins: Vec::new(),
+                conditions: options.conditions.clone(),
             },
             shutdown.clone(),
             options.clock.clone(),

@@ -19,3 +19,8 @@ pub mod sign;
 pub use client::{CallError, Client, Response};
 pub use guard::{Endpoint, Guard, GuardError};
 pub use secret::SigningSecret;
+
+/// The PostgreSQL channel on which the `actions` projection announces, in the transaction that
+/// changes them, that an instance's targets or executions changed (payload: the instance id);
+/// command-api drops its cached request conditions of that instance.
+pub const CONFIG_CHANNEL: &str = "cairn_action_config";
