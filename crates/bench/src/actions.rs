@@ -13,8 +13,12 @@
 //!   is printed as `actions.event_rate_per_s`), from the push's return to the receiver, through the
 //!   relay, JetStream, the intake and the dispatcher.
 //!
-//! Request conditions (a target called before a command-api RPC) are not built yet, so
-//! `actions.request_condition_added_p99_ms` is not printed.
+//! - `actions.request_condition_added_p99_ms`: what a request condition (an interrupting `call`
+//!   target on `AddHumanUser`, at the same receiver) adds to the RPC's p99, one call at a time:
+//!   `request_condition_with_p99_ms` minus `request_condition_base_p99_ms` (the same RPC without
+//!   it, same run). Beside it the target's own time (`request_condition_target_p99_ms`: the same
+//!   client posting a request-sized body to the receiver) and what is left once that is taken off
+//!   (`request_condition_overhead_p99_ms`: decoding, signing, the cache; goal under 5 ms).
 
 use crate::harness::{BenchDb, BenchRelay, Settings, bench, start_relay};
 use crate::notifier::{add_users, profile};
@@ -138,13 +142,6 @@ async fn configure(
     instance: InstanceId,
     port: u16,
 ) -> anyhow::Result<()> {
-    let target = AggregateId::new();
-    let secret = SigningSecret::generate();
-    let sealed = serde_json::to_value(secret.seal(
-        keys,
-        instance.as_uuid().as_bytes(),
-        target.as_uuid().as_bytes(),
-    )?)?;
     let settings = TargetSettings {
         name: "bench".into(),
         endpoint: format!("http://127.0.0.1:{port}/hook"),
@@ -153,12 +150,30 @@ async fn configure(
         interrupt_on_error: false,
         strict_order: false,
     };
+    configure_target(store, keys, instance, settings, "event:user.*").await
+}
+
+/// A target with `settings` and an execution of `condition` calling it.
+async fn configure_target(
+    store: &PgEventStore,
+    keys: &Keyring,
+    instance: InstanceId,
+    settings: TargetSettings,
+    condition: &str,
+) -> anyhow::Result<()> {
+    let target = AggregateId::new();
+    let secret = SigningSecret::generate();
+    let sealed = serde_json::to_value(secret.seal(
+        keys,
+        instance.as_uuid().as_bytes(),
+        target.as_uuid().as_bytes(),
+    )?)?;
     commands::execute::<Target>(store, instance, target, "bench", |t| {
         t.add(settings.clone(), sealed.clone()).map_err(domain_error)
     })
     .await
     .map_err(|e| anyhow::anyhow!("adding the target: {e:?}"))?;
-    let condition = Condition::parse("event:user.*").map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let condition = Condition::parse(condition).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     commands::execute::<Executions>(
         store,
         instance,
@@ -357,6 +372,149 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         js.delete_stream(&name).await.ok();
         db.drop_db().await?;
     }
+    request_conditions(settings, port, &received).await?;
     shutdown.cancel();
+    Ok(())
+}
+
+/// Sequential `AddHumanUser` calls; their latencies (microseconds).
+async fn add_users_one_by_one(
+    stack: &cairn_stack::Stack,
+    prefix: &str,
+    count: usize,
+) -> anyhow::Result<Histogram<u64>> {
+    use cairn_proto::user::v1 as pb;
+    let mut client = stack.users();
+    let token = stack.admin.token.to_string();
+    let mut histogram = Histogram::<u64>::new(3)?;
+    for n in 0..count {
+        let request = pb::AddHumanUserRequest {
+            user_name: format!("{prefix}{n}"),
+            profile: Some(pb::HumanProfile {
+                name: Some(pb::Name {
+                    given_name: "Ada".into(),
+                    family_name: format!("Lovelace {n}"),
+                    ..Default::default()
+                }),
+                emails: vec![pb::Email {
+                    value: format!("{prefix}{n}@example.com"),
+                    primary: true,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let started = Instant::now();
+        client
+            .add_human_user(cairn_stack::with_token(request, &token))
+            .await?;
+        histogram.record(started.elapsed().as_micros() as u64)?;
+    }
+    Ok(histogram)
+}
+
+/// The target's own time: the same client, a request-sized body, one call at a time.
+async fn target_time(port: u16, count: usize) -> anyhow::Result<Histogram<u64>> {
+    let client = Client::new(Guard::allowing(["127.0.0.1"]))
+        .map_err(|e| anyhow::anyhow!("setting up the client: {e}"))?;
+    let endpoint =
+        Endpoint::parse(&format!("http://127.0.0.1:{port}/raw")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let body = bytes::Bytes::from(serde_json::to_vec(&serde_json::json!({
+        "type": "request",
+        "timestamp": "2026-12-04T00:00:00Z",
+        "data": {"instanceId": uuid::Uuid::new_v4(), "method": "/cairn.user.v1.UserService/AddHumanUser",
+                 "caller": {"tokenId": "t", "principalId": uuid::Uuid::new_v4(), "orgId": null},
+                 "request": {"userName": "user1", "profile": {"name": {"givenName": "Ada", "familyName": "Lovelace 1"},
+                   "emails": [{"value": "user1@example.com", "primary": true}]}}},
+    }))?);
+    let mut histogram = Histogram::<u64>::new(3)?;
+    for _ in 0..count {
+        let headers = [
+            ("webhook-id", uuid::Uuid::new_v4().to_string()),
+            ("webhook-timestamp", "1796342400".to_owned()),
+            ("webhook-signature", format!("v1,{}", "A".repeat(44))),
+        ];
+        let started = Instant::now();
+        let response = client
+            .post(&endpoint, &headers, body.clone(), Duration::from_secs(10))
+            .await?;
+        anyhow::ensure!(response.is_success(), "the receiver answered {}", response.status);
+        histogram.record(started.elapsed().as_micros() as u64)?;
+    }
+    Ok(histogram)
+}
+
+/// What a request condition adds to an RPC (see the module documentation).
+async fn request_conditions(settings: &Settings, port: u16, received: &Received) -> anyhow::Result<()> {
+    let count = ((settings.phase.as_secs_f64() * 100.0) as usize).clamp(200, 2000);
+    let stack = cairn_stack::Stack::start_with(cairn_stack::Options::default().request_conditions(
+        cairn_command_api::conditions::ConditionSettings {
+            allowed_hosts: vec!["127.0.0.1".into()],
+            ..Default::default()
+        },
+    ))
+    .await?;
+    let stop = CancellationToken::new();
+    let mut config = cairn_actions::Config::for_tests(&stack.db.url, stack.keys());
+    config.nats_url = settings.nats_url.clone();
+    config.stream_name = stack.stream().to_owned();
+    config.subject_prefix = stack.prefix().to_owned();
+    let service = cairn_actions::start(config, stop.clone()).await?;
+    // Warm up the connections and the cache, then the RPC alone.
+    add_users_one_by_one(&stack, "warm", 20).await?;
+    let base = add_users_one_by_one(&stack, "base", count).await?;
+
+    // An interrupting call target on AddHumanUser, committed as ActionService would.
+    let keys = Keyring::parse(stack.keys())?;
+    let gate = TargetSettings {
+        name: "gate".into(),
+        endpoint: format!("http://127.0.0.1:{port}/gate"),
+        kind: TargetKind::Call,
+        timeout_ms: 10_000,
+        interrupt_on_error: true,
+        strict_order: false,
+    };
+    configure_target(
+        &stack.api().exec.store,
+        &keys,
+        stack.admin.instance_id,
+        gate,
+        "request:/cairn.user.v1.UserService/AddHumanUser",
+    )
+    .await?;
+    // Until command-api calls the target (it learns of the execution when the intake commits).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let before = received.count.load(Ordering::SeqCst);
+    let mut n = 0;
+    while received.count.load(Ordering::SeqCst) == before {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "command-api never called the request target"
+        );
+        add_users_one_by_one(&stack, &format!("wait{n}-"), 1).await?;
+        n += 1;
+    }
+    let target_own = target_time(port, count).await?;
+    let calls = received.count.load(Ordering::SeqCst);
+    let with = add_users_one_by_one(&stack, "with", count).await?;
+    anyhow::ensure!(
+        received.count.load(Ordering::SeqCst) >= calls + count,
+        "not every AddHumanUser called the target"
+    );
+    let p99 = |h: &Histogram<u64>| h.value_at_quantile(0.99) as f64 / 1000.0;
+    bench("actions.request_condition_base_p99_ms", p99(&base));
+    bench("actions.request_condition_with_p99_ms", p99(&with));
+    bench("actions.request_condition_target_p99_ms", p99(&target_own));
+    let p50 = |h: &Histogram<u64>| h.value_at_quantile(0.5) as f64 / 1000.0;
+    bench("actions.request_condition_added_p50_ms", p50(&with) - p50(&base));
+    bench("actions.request_condition_added_p99_ms", p99(&with) - p99(&base));
+    bench(
+        "actions.request_condition_overhead_p99_ms",
+        p99(&with) - p99(&base) - p99(&target_own),
+    );
+    stop.cancel();
+    service.wait().await?;
+    stack.stop().await?;
     Ok(())
 }
