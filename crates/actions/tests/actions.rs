@@ -961,6 +961,55 @@ async fn a_killed_replica_loses_nothing_and_repeats_only_with_the_same_webhook_i
     h.stack.stop().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_for_several_targets_reaches_each_at_the_first_attempt() {
+    // Deliveries of one event to several targets are claimed together; each must get the event
+    // (a claim once handed it to the first of them only, and the others failed "not found").
+    let h = Harness::start().await;
+    let receiver = Receiver::started().await;
+    let running = h.actions(h.config()).await;
+    let mut client = h.client(&running).await;
+    let mut targets = Vec::new();
+    let mut secrets = Vec::new();
+    for name in ["one", "two", "three"] {
+        let (id, secret) = h
+            .create_target(&mut client, name, &receiver.url(&format!("/{name}")), false)
+            .await;
+        targets.push(id);
+        secrets.push((format!("/{name}"), vec![secret]));
+    }
+    let secrets: Vec<(&str, Vec<String>)> = secrets.iter().map(|(p, s)| (p.as_str(), s.clone())).collect();
+    receiver.secrets(&secrets);
+    let ids: Vec<&str> = targets.iter().map(String::as_str).collect();
+    h.set_execution(&mut client, "event:user.human.added", &ids).await;
+    for n in 0..5 {
+        h.add_user(&format!("shared{n}")).await;
+    }
+    for target in &targets {
+        h.wait_delivered(target, 5).await;
+    }
+    let failed: Vec<(String, Option<i32>, Option<String>)> = sqlx::query_as(
+        "SELECT target_id::text, status, error FROM actions.attempts WHERE status IS NULL OR status NOT BETWEEN 200 AND 299",
+    )
+    .fetch_all(&h.stack.db.pool)
+    .await
+    .unwrap();
+    assert!(
+        failed.is_empty(),
+        "attempts failed although every target answered 200: {failed:?}"
+    );
+    for path in ["/one", "/two", "/three"] {
+        let accepted = accepted(&receiver, path);
+        assert_eq!(accepted.len(), 5, "{path}: {accepted:?}");
+        assert!(
+            accepted.iter().all(|r| r["attempt"] == json!(1)),
+            "{path}: {accepted:?}"
+        );
+    }
+    running.stop().await;
+    h.stack.stop().await.unwrap();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Request conditions (command-api calls the targets before the command runs)
 
@@ -1216,6 +1265,152 @@ async fn a_failing_request_target_opens_its_circuit_and_one_trial_closes_it() {
     let open = h.try_add_user("open-again").await.unwrap_err();
     assert!(open.message().contains("is unavailable"), "{open:?}");
     assert_eq!(receiver.requests_to("/flaky").len(), calls + 1);
+
+    running.stop().await;
+    h.stack.stop().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The operator console's actions page (served by command-api)
+
+async fn console_get(h: &Harness, path: &str, token: Option<&str>) -> cairn_stack::Response {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("authorization", b.as_str())).collect();
+    cairn_stack::request(h.stack.api_http, "GET", path, &headers, None)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_console_shows_targets_their_health_and_recent_failed_calls() {
+    let chromium = std::env::var("CAIRN_TEST_CHROMIUM").expect(
+        "CAIRN_TEST_CHROMIUM must name Debian's chromium (scripts/test installs it and sets it to /usr/bin/chromium)",
+    );
+    let h = Harness::start().await;
+    let receiver = Receiver::started().await;
+    let running = h.actions(h.config()).await;
+    let mut client = h.client(&running).await;
+    let (good, good_secret) = h
+        .create_target(&mut client, "good", &receiver.url("/good"), false)
+        .await;
+    let (bad, bad_secret) = h
+        .create_target(&mut client, "bad", &receiver.url("/bad"), false)
+        .await;
+    receiver.secrets(&[("/good", vec![good_secret]), ("/bad", vec![bad_secret])]);
+    // The answer carries markup, to prove the page renders it as text.
+    receiver.modes(json!({"/bad": {"status": 500, "message": "<b id=\"injected\">markup</b>"}}));
+    h.set_execution(&mut client, "event:user.*", &[&good, &bad]).await;
+    h.add_user("ada").await;
+
+    let token = h.token.clone();
+    let targets = eventually(
+        "the good target delivered and the bad one failing",
+        WAIT,
+        || async {
+            let response = console_get(&h, "/api/v1/admin/actions/targets", Some(&token)).await;
+            assert_eq!(response.status, 200, "{}", response.body);
+            let targets = response.json()["targets"].as_array().cloned().unwrap_or_default();
+            let find = |id: &str| targets.iter().find(|t| t["id"] == json!(id)).cloned();
+            let ready = find(&good).is_some_and(|t| !t["last_success_at"].is_null())
+                && find(&bad).is_some_and(|t| !t["failing_since"].is_null());
+            Ok(ready.then_some(targets))
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(targets.len(), 2, "{targets:?}");
+    let bad_row = targets.iter().find(|t| t["id"] == json!(bad)).unwrap();
+    assert_eq!(bad_row["state"], json!("active"));
+    assert_eq!(bad_row["waiting"], json!(1), "{bad_row}");
+    assert!(
+        bad_row["last_error"].as_str().is_some_and(|e| e.contains("500")),
+        "{bad_row}"
+    );
+    let good_row = targets.iter().find(|t| t["id"] == json!(good)).unwrap();
+    assert!(
+        good_row["failing_since"].is_null() && good_row["waiting"] == json!(0),
+        "{good_row}"
+    );
+
+    let failures = console_get(&h, "/api/v1/admin/actions/failures?limit=50", Some(&token)).await;
+    assert_eq!(failures.status, 200, "{}", failures.body);
+    let failures = failures.json()["failures"].as_array().cloned().unwrap();
+    assert!(!failures.is_empty());
+    for failure in &failures {
+        assert_eq!(
+            failure["target_id"],
+            json!(bad),
+            "only failed calls are listed: {failure}"
+        );
+        assert_eq!(failure["target_name"], json!("bad"));
+        assert_eq!(failure["status"], json!(500));
+        assert_eq!(failure["event_type"], json!("user.human.added"));
+        assert!(
+            failure["response"].as_str().is_some_and(|r| r.contains("markup")),
+            "{failure}"
+        );
+    }
+    let times: Vec<&str> = failures
+        .iter()
+        .map(|f| f["started_at"].as_str().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first: {times:?}");
+
+    // Bad input, no token, another instance: problem JSON, 401, nothing of this instance.
+    let bad_limit = console_get(&h, "/api/v1/admin/actions/failures?limit=0", Some(&token)).await;
+    assert_eq!(bad_limit.status, 400, "{}", bad_limit.body);
+    assert_eq!(bad_limit.header("content-type"), Some("application/problem+json"));
+    assert_eq!(
+        console_get(&h, "/api/v1/admin/actions/targets", None)
+            .await
+            .status,
+        401
+    );
+    let other = h.stack.new_instance("other").await.unwrap();
+    for path in ["/api/v1/admin/actions/targets", "/api/v1/admin/actions/failures"] {
+        let response = console_get(&h, path, Some(other.token.as_str())).await;
+        assert_eq!(response.status, 200, "{}", response.body);
+        let key = if path.ends_with("targets") {
+            "targets"
+        } else {
+            "failures"
+        };
+        assert_eq!(
+            response.json()[key],
+            json!([]),
+            "{path} leaks another instance's rows"
+        );
+    }
+
+    // The page in headless Chromium.
+    let url = format!("http://{}/console/actions#token={}", h.stack.api_http, token);
+    let output = cairn_stack::chromium(&chromium, &["--dump-dom".into(), url])
+        .await
+        .unwrap();
+    let dom = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && dom.contains("data-loaded=\"true\""),
+        "the page did not load its data; status {:?}\nDOM:\n{dom}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        dom.contains(&format!(
+            "<tr data-target=\"{good}\" data-state=\"active\" data-health=\"healthy\">"
+        )),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(&format!(
+            "<tr data-target=\"{bad}\" data-state=\"active\" data-health=\"failing\">"
+        )),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("&lt;b id=\"injected\"&gt;markup&lt;/b&gt;") && !dom.contains("<b id=\"injected\">"),
+        "data must be rendered as text, never as markup:\n{dom}"
+    );
+    assert!(!dom.contains(&token), "the token does not end up in the page");
 
     running.stop().await;
     h.stack.stop().await.unwrap();

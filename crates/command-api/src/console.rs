@@ -16,6 +16,13 @@
 //! - `POST /api/v1/admin/projections/failed-events/{projection}/{instance}/{position}/{offset}/retry`
 //!   and `.../skip`: see [`cairn_projection::failed`] for what each does.
 //!
+//! - `GET /console/actions`: the actions page (same token handling, `common.js` shared with the
+//!   projections page): every target of the instance with its state, health (failing since, last
+//!   success and failure, last error) and deliveries waiting or given up, and the most recent
+//!   failed calls (no answer or not a 2xx) with their error or the start of the answer.
+//! - `GET /api/v1/admin/actions/targets` and `GET /api/v1/admin/actions/failures[?limit=]`: its
+//!   rows, read from the `actions` projection's tables.
+//!
 //! The JSON endpoints need a token with [`Permission::AdministerInstance`] and only ever see the
 //! token's instance: another instance's failed event is `404`, exactly like a missing one. Errors
 //! are `application/problem+json` (missing or bad token `401`, wrong role `403`, malformed ids or
@@ -39,8 +46,14 @@ use uuid::Uuid;
 /// The page's path.
 pub const PAGE_PATH: &str = "/console/projections";
 
+/// The actions page's path.
+pub const ACTIONS_PAGE_PATH: &str = "/console/actions";
+
 const PAGE_HTML: &str = include_str!("../console/projections.html");
+const ACTIONS_HTML: &str = include_str!("../console/actions.html");
+const COMMON_JS: &str = include_str!("../console/common.js");
 const SCRIPT_JS: &str = include_str!("../console/console.js");
+const ACTIONS_JS: &str = include_str!("../console/actions.js");
 const STYLE_CSS: &str = include_str!("../console/console.css");
 
 /// Nothing but the page's own script, stylesheet and same-origin API calls.
@@ -55,7 +68,12 @@ const MAX_LIMIT: i64 = 1000;
 pub fn router(api: Api) -> Router {
     Router::new()
         .route(PAGE_PATH, get(page))
+        .route(ACTIONS_PAGE_PATH, get(actions_page))
+        .route("/console/assets/common.js", get(common_script))
         .route("/console/assets/console.js", get(script))
+        .route("/console/assets/actions.js", get(actions_script))
+        .route("/api/v1/admin/actions/targets", get(list_targets))
+        .route("/api/v1/admin/actions/failures", get(list_failures))
         .route("/console/assets/console.css", get(style))
         .route("/api/v1/admin/projections/failed-events", get(list_failed))
         .route(
@@ -89,6 +107,18 @@ fn asset(content_type: &'static str, cache: &'static str, body: &'static str) ->
 
 async fn page() -> Response {
     asset("text/html; charset=utf-8", "no-store", PAGE_HTML)
+}
+
+async fn actions_page() -> Response {
+    asset("text/html; charset=utf-8", "no-store", ACTIONS_HTML)
+}
+
+async fn common_script() -> Response {
+    asset("text/javascript; charset=utf-8", "no-cache", COMMON_JS)
+}
+
+async fn actions_script() -> Response {
+    asset("text/javascript; charset=utf-8", "no-cache", ACTIONS_JS)
 }
 
 async fn script() -> Response {
@@ -157,16 +187,7 @@ async fn list_failed(
                         .map_err(|()| ApiError::invalid("status", "must be retrying, skipped or resolved"))
                 })
                 .transpose()?;
-            let limit = match params.limit.as_deref() {
-                None => DEFAULT_LIMIT,
-                Some(limit) => limit
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::invalid("limit", format!("must be between 1 and {MAX_LIMIT}"))
-                    })?,
-            };
+            let limit = parse_limit(params.limit.as_deref())?;
             let rows = failed::list(
                 &api.exec.pool,
                 &ListFilter {
@@ -178,6 +199,111 @@ async fn list_failed(
             )
             .await?;
             Ok(Json(serde_json::json!({ "failed_events": rows })))
+        }
+        .await,
+    )
+}
+
+fn parse_limit(limit: Option<&str>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(limit) => limit
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| ApiError::invalid("limit", format!("must be between 1 and {MAX_LIMIT}"))),
+    }
+}
+
+/// One target as the actions page shows it.
+#[derive(serde::Serialize, sqlx::FromRow)]
+struct TargetRow {
+    id: Uuid,
+    name: String,
+    endpoint: String,
+    kind: String,
+    interrupt_on_error: bool,
+    state: String,
+    disabled_reason: Option<String>,
+    failing_since: Option<chrono::DateTime<chrono::Utc>>,
+    last_success_at: Option<chrono::DateTime<chrono::Utc>>,
+    last_failure_at: Option<chrono::DateTime<chrono::Utc>>,
+    last_error: Option<String>,
+    /// Deliveries pending or in flight.
+    waiting: i64,
+    /// Deliveries given up on.
+    failed: i64,
+}
+
+async fn list_targets(State(api): State<Api>, headers: HeaderMap) -> Response {
+    respond(
+        async {
+            let caller = admin(&api, &headers).await?;
+            let rows: Vec<TargetRow> = sqlx::query_as(
+                "SELECT t.id, t.name, t.endpoint, t.kind, t.interrupt_on_error, t.state, t.disabled_reason, \
+                        h.failing_since, h.last_success_at, h.last_failure_at, h.last_error, \
+                        (SELECT count(*) FROM actions.deliveries d WHERE d.target_id = t.id AND d.state IN ('pending', 'delivering')) AS waiting, \
+                        (SELECT count(*) FROM actions.deliveries d WHERE d.target_id = t.id AND d.state = 'failed') AS failed \
+                 FROM actions.targets t \
+                 LEFT JOIN actions.target_health h ON h.instance_id = t.instance_id AND h.target_id = t.id \
+                 WHERE t.instance_id = $1 ORDER BY lower(t.name)",
+            )
+            .bind(caller.instance_id.as_uuid())
+            .fetch_all(&api.exec.pool)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("listing targets: {e}")))?;
+            Ok(Json(serde_json::json!({ "targets": rows })))
+        }
+        .await,
+    )
+}
+
+/// One failed call as the actions page shows it.
+#[derive(serde::Serialize, sqlx::FromRow)]
+struct FailureRow {
+    target_id: Uuid,
+    target_name: Option<String>,
+    event_id: Uuid,
+    event_type: Option<String>,
+    attempt: i32,
+    started_at: chrono::DateTime<chrono::Utc>,
+    status: Option<i32>,
+    latency_ms: f64,
+    error: Option<String>,
+    response: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitParams {
+    limit: Option<String>,
+}
+
+async fn list_failures(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    params: Result<Query<LimitParams>, QueryRejection>,
+) -> Response {
+    respond(
+        async {
+            let caller = admin(&api, &headers).await?;
+            let Query(params) = params.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+            let limit = parse_limit(params.limit.as_deref())?;
+            let rows: Vec<FailureRow> = sqlx::query_as(
+                "SELECT a.target_id, t.name AS target_name, a.event_id, d.event_type, a.attempt, a.started_at, \
+                        a.status, a.latency_ms, a.error, a.response \
+                 FROM actions.attempts a \
+                 LEFT JOIN actions.targets t ON t.instance_id = a.instance_id AND t.id = a.target_id \
+                 LEFT JOIN actions.deliveries d ON d.target_id = a.target_id AND d.event_id = a.event_id \
+                 WHERE a.instance_id = $1 AND (a.status IS NULL OR a.status < 200 OR a.status > 299) \
+                 ORDER BY a.started_at DESC LIMIT $2",
+            )
+            .bind(caller.instance_id.as_uuid())
+            .bind(limit)
+            .fetch_all(&api.exec.pool)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("listing failed calls: {e}")))?;
+            Ok(Json(serde_json::json!({ "failures": rows })))
         }
         .await,
     )

@@ -603,3 +603,34 @@ fn dechunk(mut rest: &str) -> String {
 #[cfg(test)]
 #[path = "crate_graph_tests.rs"]
 mod crate_graph_tests;
+
+/// Runs headless Chromium (`binary`, Debian's `chromium`; tests take it from `CAIRN_TEST_CHROMIUM`,
+/// which `scripts/test` sets) with a fresh profile and `args` (`--dump-dom <url>`,
+/// `--screenshot=<file> <url>`), letting virtual time run until the page's fetches answered.
+/// Fails when it cannot run or takes over two minutes.
+pub async fn chromium(binary: &str, args: &[String]) -> anyhow::Result<std::process::Output> {
+    let profile = std::env::temp_dir().join(format!("cairn-chromium-{}", uuid::Uuid::new_v4()));
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--hide-scrollbars",
+            // Virtual time runs until the page's fetches have answered and it has rendered.
+            "--virtual-time-budget=15000",
+            "--window-size=1440,900",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(std::time::Duration::from_secs(120), command.output()).await;
+    let _ = std::fs::remove_dir_all(&profile);
+    let output = output
+        .map_err(|_| anyhow::anyhow!("chromium did not finish within 120 s"))?
+        .map_err(|e| anyhow::anyhow!("cannot run {binary}: {e}"))?;
+    Ok(output)
+}

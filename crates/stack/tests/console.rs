@@ -6,7 +6,7 @@
 
 use cairn_auth::Role;
 use cairn_proto::user::v1 as user;
-use cairn_stack::{Options, Response, Stack, request};
+use cairn_stack::{Options, Response, Stack, chromium, request};
 use cairn_testkit::eventually;
 use serde_json::Value;
 use std::time::Duration;
@@ -157,33 +157,6 @@ fn action_path(event: &Value, action: &str) -> String {
     )
 }
 
-async fn chromium(binary: &str, args: &[String]) -> std::process::Output {
-    let profile = std::env::temp_dir().join(format!("cairn-chromium-{}", uuid::Uuid::new_v4()));
-    let mut command = tokio::process::Command::new(binary);
-    command
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--hide-scrollbars",
-            // Virtual time runs until the page's fetches have answered and it has rendered.
-            "--virtual-time-budget=15000",
-            "--window-size=1440,900",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
-        .await
-        .expect("chromium did not finish within 120 s")
-        .expect("cannot run chromium");
-    let _ = std::fs::remove_dir_all(&profile);
-    output
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_console_page_shows_every_projection_and_a_failed_event_in_headless_chromium() {
     let binary = std::env::var("CAIRN_TEST_CHROMIUM").expect(
@@ -218,24 +191,31 @@ async fn the_console_page_shows_every_projection_and_a_failed_event_in_headless_
         page.header("content-security-policy")
             .is_some_and(|csp| csp.contains("script-src 'self'") && csp.contains("default-src 'none'"))
     );
+    assert!(page.body.contains("/console/assets/common.js"));
     assert!(page.body.contains("/console/assets/console.js"));
-    for asset in ["/console/assets/console.js", "/console/assets/console.css"] {
+    for asset in [
+        "/console/assets/console.css",
+        "/console/assets/common.js",
+        "/console/assets/console.js",
+        "/console/assets/actions.js",
+    ] {
         let response = call(&stack, "GET", asset, None).await;
         assert_eq!(response.status, 200, "{asset}");
         assert!(!response.body.is_empty());
+        assert!(
+            !response.body.contains("innerHTML"),
+            "{asset}: the pages render data as text only"
+        );
     }
-    let script = call(&stack, "GET", "/console/assets/console.js", None).await.body;
-    assert!(
-        !script.contains("innerHTML"),
-        "the page renders data as text only"
-    );
 
     let url = format!(
         "http://{}/console/projections#token={}",
         stack.api_http,
         stack.admin.token.as_str()
     );
-    let output = chromium(&binary, &["--dump-dom".into(), url.clone()]).await;
+    let output = chromium(&binary, &["--dump-dom".into(), url.clone()])
+        .await
+        .unwrap();
     let dom = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success() && dom.contains("data-loaded=\"true\""),
@@ -283,7 +263,7 @@ async fn the_console_page_shows_every_projection_and_a_failed_event_in_headless_
         "http://{}/console/projections#token=cairn_pat_refused",
         stack.api_http
     );
-    let output = chromium(&binary, &["--dump-dom".into(), refused]).await;
+    let output = chromium(&binary, &["--dump-dom".into(), refused]).await.unwrap();
     let dom = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -302,7 +282,9 @@ async fn the_console_page_shows_every_projection_and_a_failed_event_in_headless_
     std::fs::create_dir_all(&dir).unwrap();
     let shot = dir.join("projections.png");
     let _ = std::fs::remove_file(&shot);
-    let output = chromium(&binary, &[format!("--screenshot={}", shot.display()), url]).await;
+    let output = chromium(&binary, &[format!("--screenshot={}", shot.display()), url])
+        .await
+        .unwrap();
     assert!(
         output.status.success(),
         "screenshot failed: {}",
