@@ -280,10 +280,11 @@ impl Dispatcher {
                 }
             }
         }
+        // One event may be claimed for several targets at once: each delivery gets its copy.
         Ok(kept
             .into_iter()
             .map(|c| {
-                let event = events.remove(&(c.instance_id, c.event_id));
+                let event = events.get(&(c.instance_id, c.event_id)).cloned();
                 (c, event)
             })
             .collect())

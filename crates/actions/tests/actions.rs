@@ -1407,7 +1407,7 @@ async fn the_console_shows_targets_their_health_and_recent_failed_calls() {
         "{dom}"
     );
     assert!(
-        dom.contains("&lt;b id=\"injected\"&gt;markup&lt;/b&gt;") && !dom.contains("<b id=\"injected\">"),
+        dom.contains("&lt;b id=") && !dom.contains("<b id="),
         "data must be rendered as text, never as markup:\n{dom}"
     );
     assert!(!dom.contains(&token), "the token does not end up in the page");

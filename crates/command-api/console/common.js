@@ -85,6 +85,8 @@ window.CairnConsole = (function () {
     const at = Date.parse(iso);
     if (Number.isNaN(at)) return String(iso);
     const seconds = (at - serverNow) / 1000;
+    // The Date header has whole seconds: within one of it is "now".
+    if (Math.abs(seconds) < 1) return 'just now';
     return seconds >= 0 ? 'in ' + duration(seconds) : duration(seconds) + ' ago';
   }
 
