@@ -462,6 +462,113 @@ pub async fn finish(
     Ok(true)
 }
 
+/// Records successful attempts of one target's deliveries and ends them as delivered, waking the
+/// next delivery of each key, in one transaction (one commit for the lot instead of three per
+/// delivery): the attempts, the target's health (a success clears `failing_since`), the
+/// deliveries still claimed by `owner`, the wake-ups. Every item must be of `target` and have
+/// succeeded; what comes back says, per item, whether its claim was still `owner`'s.
+pub async fn finish_delivered(
+    pool: &PgPool,
+    owner: Uuid,
+    target: Uuid,
+    items: &[(&Claimed, &Attempted)],
+    now: DateTime<Utc>,
+) -> Result<Vec<bool>, sqlx::Error> {
+    let Some((first, _)) = items.first() else {
+        return Ok(Vec::new());
+    };
+    let mut tx = cairn_eventstore::begin(pool).await?;
+    sqlx::query(&format!("SELECT pg_advisory_xact_lock_shared({LOCK_KEY})"))
+        .bind(target)
+        .execute(&mut *tx)
+        .await?;
+    let events: Vec<Uuid> = items.iter().map(|(c, _)| c.event_id).collect();
+    let numbers: Vec<i32> = items.iter().map(|(c, _)| c.attempt).collect();
+    let started: Vec<DateTime<Utc>> = items.iter().map(|(_, a)| a.started_at).collect();
+    let statuses: Vec<Option<i32>> = items.iter().map(|(_, a)| a.status.map(i32::from)).collect();
+    let latencies: Vec<f64> = items
+        .iter()
+        .map(|(_, a)| a.latency.as_secs_f64() * 1000.0)
+        .collect();
+    let responses: Vec<Option<String>> = items.iter().map(|(_, a)| a.response.clone()).collect();
+    sqlx::query(
+        "INSERT INTO actions.attempts (instance_id, target_id, event_id, attempt, started_at, status, latency_ms, response) \
+         SELECT $1, $2, a.event_id, a.attempt, a.started_at, a.status, a.latency_ms, a.response \
+           FROM unnest($3::uuid[], $4::int4[], $5::timestamptz[], $6::int4[], $7::float8[], $8::text[]) \
+                AS a(event_id, attempt, started_at, status, latency_ms, response) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(first.instance_id)
+    .bind(target)
+    .bind(&events)
+    .bind(&numbers)
+    .bind(&started)
+    .bind(&statuses)
+    .bind(&latencies)
+    .bind(&responses)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO actions.target_health AS h (instance_id, target_id, last_success_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (instance_id, target_id) DO UPDATE SET failing_since = NULL, last_success_at = $3",
+    )
+    .bind(first.instance_id)
+    .bind(target)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let finished: Vec<(Uuid, String, Uuid)> = sqlx::query_as(
+        "UPDATE actions.deliveries d SET state = 'delivered', claimed_by = NULL, claim_expires_at = NULL, \
+           last_status = f.status, last_error = NULL, delivered_at = clock_timestamp() \
+           FROM unnest($3::uuid[], $4::int4[]) AS f(event_id, status) \
+         WHERE d.target_id = $1 AND d.event_id = f.event_id AND d.claimed_by = $2 AND d.state = 'delivering' \
+         RETURNING d.event_id, d.aggregate_type, d.aggregate_id",
+    )
+    .bind(target)
+    .bind(owner)
+    .bind(&events)
+    .bind(&statuses)
+    .fetch_all(&mut *tx)
+    .await?;
+    if !finished.is_empty() {
+        // The next open delivery of each key whose head ended (of the target, if strict).
+        let (types, ids): (Vec<String>, Vec<Uuid>) = if first.strict_order {
+            (vec![String::new()], vec![Uuid::nil()])
+        } else {
+            let mut keys: Vec<(String, Uuid)> = finished.iter().map(|(_, t, a)| (t.clone(), *a)).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            keys.into_iter().unzip()
+        };
+        let key = if first.strict_order {
+            "e.target_id = $1"
+        } else {
+            "e.target_id = $1 AND e.aggregate_type = k.aggregate_type AND e.aggregate_id = k.aggregate_id"
+        };
+        sqlx::query(&format!(
+            "UPDATE actions.deliveries d SET next_attempt_at = clock_timestamp() FROM actions.targets t \
+              WHERE d.target_id = $1 AND d.event_id IN ( \
+                      SELECT (SELECT e.event_id FROM actions.deliveries e WHERE {key} \
+                                 AND e.state IN ('pending', 'delivering') \
+                               ORDER BY e.event_position, e.event_offset LIMIT 1) \
+                        FROM unnest($2::text[], $3::uuid[]) AS k(aggregate_type, aggregate_id)) \
+                AND d.state = 'pending' AND d.next_attempt_at = 'infinity' \
+                AND t.instance_id = d.instance_id AND t.id = d.target_id AND t.state = 'active'"
+        ))
+        .bind(target)
+        .bind(&types)
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    let finished: std::collections::HashSet<Uuid> = finished.into_iter().map(|(e, _, _)| e).collect();
+    Ok(items
+        .iter()
+        .map(|(c, _)| finished.contains(&c.event_id))
+        .collect())
+}
+
 /// How long until the earliest due delivery, if any waits for a time.
 pub async fn next_due_in(pool: &PgPool) -> Result<Option<Duration>, sqlx::Error> {
     let secs: Option<f64> = sqlx::query_scalar(

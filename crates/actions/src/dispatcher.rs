@@ -74,6 +74,22 @@ pub struct Dispatcher {
     pub jitter: Arc<dyn Fn() -> f64 + Send + Sync>,
     secrets: Arc<SecretCache>,
     in_flight: Arc<Mutex<HashMap<Uuid, u32>>>,
+    finisher: Arc<Finisher>,
+}
+
+/// Successful attempts waiting to be recorded together (a group commit): whoever holds the
+/// writer lock records everything queued so far, its own attempt included, one transaction per
+/// target, and answers each; the others find their answer when they get the lock.
+#[derive(Default)]
+struct Finisher {
+    queue: Mutex<Vec<Finishing>>,
+    writer: tokio::sync::Mutex<()>,
+}
+
+struct Finishing {
+    claimed: Claimed,
+    attempted: Attempted,
+    reply: tokio::sync::oneshot::Sender<Result<bool, String>>,
 }
 
 impl Dispatcher {
@@ -101,6 +117,7 @@ impl Dispatcher {
             jitter: Arc::new(rand::random::<f64>),
             secrets: Arc::default(),
             in_flight: Arc::default(),
+            finisher: Arc::default(),
         }
     }
 
@@ -360,6 +377,19 @@ impl Dispatcher {
             ),
         };
         self.metrics.observe(&attempted);
+        if attempted.error.is_none() {
+            // The common case, recorded with the other successes of the moment.
+            match self.finish_delivered(c, &attempted).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(event_id = %c.event_id, target_id = %c.target_id, "claim taken over; outcome left to the new owner");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, event_id = %c.event_id, target_id = %c.target_id, "recording a delivery failed; the claim will expire and the delivery be tried again");
+                }
+            }
+            return;
+        }
         let health = match deliveries::record_attempt(&self.pool, c, &attempted, self.clock.now()).await {
             Ok(health) => health,
             Err(error) => {
@@ -393,6 +423,58 @@ impl Dispatcher {
                 tracing::warn!(%error, event_id = %c.event_id, target_id = %c.target_id, "recording an outcome failed; the claim will expire and the delivery be tried again");
             }
         }
+    }
+
+    /// Records a successful attempt and ends its delivery, batched (see [`Finisher`]); whether
+    /// the claim was still this replica's.
+    async fn finish_delivered(&self, c: &Claimed, attempted: &Attempted) -> Result<bool, String> {
+        let (reply, mut answer) = tokio::sync::oneshot::channel();
+        self.finisher
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Finishing {
+                claimed: c.clone(),
+                attempted: attempted.clone(),
+                reply,
+            });
+        let writer = self.finisher.writer.lock().await;
+        if let Ok(result) = answer.try_recv() {
+            return result;
+        }
+        let batch = std::mem::take(
+            &mut *self
+                .finisher
+                .queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let mut by_target: HashMap<Uuid, Vec<Finishing>> = HashMap::new();
+        for item in batch {
+            by_target.entry(item.claimed.target_id).or_default().push(item);
+        }
+        for (target, items) in by_target {
+            let refs: Vec<(&Claimed, &Attempted)> =
+                items.iter().map(|f| (&f.claimed, &f.attempted)).collect();
+            let result =
+                deliveries::finish_delivered(&self.pool, self.owner, target, &refs, self.clock.now()).await;
+            match result {
+                Ok(flags) => {
+                    for (item, flag) in items.into_iter().zip(flags) {
+                        let _ = item.reply.send(Ok(flag));
+                    }
+                }
+                Err(error) => {
+                    for item in items {
+                        let _ = item.reply.send(Err(error.to_string()));
+                    }
+                }
+            }
+        }
+        drop(writer);
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the batch recording this attempt was abandoned".into()))
     }
 
     fn next(
