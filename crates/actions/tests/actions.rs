@@ -834,6 +834,64 @@ async fn a_rotated_secret_signs_with_both_and_a_replay_sends_the_range_again_in_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replayed_event_waits_while_a_later_event_of_its_aggregate_is_on_the_wire() {
+    // Two deliveries of one aggregate are never on the wire together, also when a replay reopens
+    // an earlier event while a later one is being delivered (the receiver counts, per aggregate,
+    // the requests still unanswered when another arrives).
+    let h = Harness::start().await;
+    let receiver = Receiver::started().await;
+    let running = h.actions(h.config()).await;
+    let mut client = h.client(&running).await;
+    let (target, secret) = h
+        .create_target(&mut client, "slow", &receiver.url("/slow"), false)
+        .await;
+    receiver.secrets(&[("/slow", vec![secret])]);
+    h.set_execution(&mut client, "event:user.*", &[&target]).await;
+    let id = h.add_user("ada").await;
+    h.wait_delivered(&target, 1).await;
+    let first = accepted(&receiver, "/slow")[0]["position"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    receiver.modes(json!({"/slow": {"delay_ms": 1500}}));
+    h.rename(&id, "ada-renamed").await;
+    eventually("the rename's delivery on the wire", WAIT, || async {
+        Ok((h.delivery_states(&target).await.get("delivering") == Some(&1)).then_some(()))
+    })
+    .await
+    .unwrap();
+    let replayed = client
+        .replay_deliveries(h.req(pb::ReplayDeliveriesRequest {
+            target_id: target.clone(),
+            from_position: first.clone(),
+            to_position: first.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(replayed.deliveries, 1);
+    h.wait_delivered(&target, 2).await;
+    let requests = accepted(&receiver, "/slow");
+    assert_eq!(
+        requests.len(),
+        3,
+        "the first event, the rename, the replay: {requests:?}"
+    );
+    assert!(
+        requests.iter().all(|r| r["overlap"] == json!(0)),
+        "two deliveries of one aggregate were on the wire together: {requests:?}"
+    );
+    assert_eq!(
+        requests[2]["position"],
+        json!(first),
+        "the replay comes after the rename: {requests:?}"
+    );
+    running.stop().await;
+    h.stack.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn private_addresses_are_refused_at_configuration_and_at_every_connection() {
     let h = Harness::start().await;
     let receiver = Receiver::started().await;

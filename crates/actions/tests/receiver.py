@@ -16,7 +16,8 @@ changes:
 
 Every request is appended to DIR/requests.jsonl (path, webhook-id, timestamp, the signatures'
 verification per secret, the body's type, aggregate, sequence and position, a request
-condition's method and request, the status answered, the time received) unless --quiet; DIR/ready is written once the server listens. Stops on SIGTERM.
+condition's method and request, the status answered, the time received, and how many requests of
+the same path and aggregate were still being answered when it arrived: "overlap") unless --quiet; DIR/ready is written once the server listens. Stops on SIGTERM.
 
     python receiver.py --port 8099 --dir /tmp/receiver [--quiet]
 """
@@ -70,6 +71,8 @@ def main():
     log = open(os.path.join(args.dir, "requests.jsonl"), "a", encoding="utf-8")
     seen = {}
     seen_lock = threading.Lock()
+    # Requests being answered, by (path, aggregate): a second one arriving is an overlap.
+    on_wire = {}
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -83,9 +86,31 @@ def main():
             headers = {k.lower(): v for k, v in self.headers.items()}
             webhook_id = headers.get("webhook-id", "")
             mode = files.get("modes.json").get(self.path, {})
+            try:
+                aggregate = (json.loads(body).get("data") or {}).get("aggregateId")
+            except (ValueError, AttributeError):
+                aggregate = None
+            wire_key = (self.path, aggregate)
             with seen_lock:
                 count = seen.get((self.path, webhook_id), 0) + 1
                 seen[(self.path, webhook_id)] = count
+                overlap = on_wire.get(wire_key, 0) if aggregate else 0
+                on_wire[wire_key] = on_wire.get(wire_key, 0) + 1
+            released = []
+
+            def release():
+                # Before the answer goes out: a caller sends the key's next request only after it.
+                if not released:
+                    released.append(True)
+                    with seen_lock:
+                        on_wire[wire_key] -= 1
+
+            try:
+                self.answer(body, headers, webhook_id, mode, count, overlap, release)
+            finally:
+                release()
+
+        def answer(self, body, headers, webhook_id, mode, count, overlap, release):
             status = 200
             wanted = mode.get("status", 200)
             if "every" in mode:
@@ -126,6 +151,7 @@ def main():
                     "request": inner.get("request"),
                     "status": status,
                     "attempt": count,
+                    "overlap": overlap,
                     "at": time.time(),
                 }
                 with log_lock:
@@ -135,6 +161,7 @@ def main():
             if mode.get("message") is not None:
                 answer["message"] = mode["message"]
             answer = json.dumps(answer).encode()
+            release()
             self.send_response(status)
             if mode.get("retry_after") is not None and status in (429, 503):
                 self.send_header("Retry-After", str(mode["retry_after"]))

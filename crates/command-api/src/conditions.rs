@@ -4,7 +4,7 @@
 //! command.
 //!
 //! - **Which execution**: `request:/<service>/<method>` beats `request:<service>` beats
-//!   `request:*` (the same rule as the `actions` projection's, [`Condition::request_specificity`]).
+//!   `request:*` ([`most_specific_request`]).
 //!   The executions and their targets are the `actions` projection's tables, cached per instance
 //!   and dropped when the projection commits a change to them (it notifies
 //!   [`cairn_webhooks::CONFIG_CHANNEL`] in the same transaction); while the listener is not
@@ -31,7 +31,7 @@ use crate::error::ApiError;
 use bytes::Bytes;
 use cairn_auth::Caller;
 use cairn_domain::Clock;
-use cairn_domain::action::Condition;
+use cairn_domain::action::{Condition, most_specific_request};
 use cairn_eventstore::Heard;
 use cairn_secrets::{Keyring, Sealed};
 use cairn_webhooks::{Client, Endpoint, Guard, SigningSecret, sign};
@@ -127,11 +127,12 @@ struct Executions {
 
 impl Executions {
     fn matching(&self, path: &str) -> Option<&[Arc<Target>]> {
-        self.by_condition
-            .iter()
-            .filter_map(|(c, targets)| c.request_specificity(path).map(|s| (s, targets)))
-            .max_by_key(|(s, _)| *s)
-            .map(|(_, targets)| targets.as_slice())
+        most_specific_request(
+            self.by_condition
+                .iter()
+                .map(|(c, targets)| (c, targets.as_slice())),
+            path,
+        )
     }
 }
 
