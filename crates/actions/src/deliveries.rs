@@ -569,12 +569,15 @@ pub async fn finish_delivered(
         .collect())
 }
 
-/// How long until the earliest due delivery, if any waits for a time.
-pub async fn next_due_in(pool: &PgPool) -> Result<Option<Duration>, sqlx::Error> {
+/// How long until the earliest due delivery of a target not in `saturated`, if any waits for a
+/// time.
+pub async fn next_due_in(pool: &PgPool, saturated: &[Uuid]) -> Result<Option<Duration>, sqlx::Error> {
     let secs: Option<f64> = sqlx::query_scalar(
         "SELECT EXTRACT(EPOCH FROM (min(next_attempt_at) - clock_timestamp()))::float8 \
-           FROM actions.deliveries WHERE state = 'pending' AND next_attempt_at < 'infinity'",
+           FROM actions.deliveries WHERE state = 'pending' AND next_attempt_at < 'infinity' \
+            AND target_id <> ALL($1)",
     )
+    .bind(saturated)
     .fetch_one(pool)
     .await?;
     Ok(secs.map(|s| Duration::from_secs_f64(s.max(0.0))))

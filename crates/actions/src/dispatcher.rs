@@ -225,7 +225,9 @@ impl Dispatcher {
                     }
                     Ok(_) => {
                         backoff = Duration::from_millis(100);
-                        match deliveries::next_due_in(&self.pool).await {
+                        // Rows due for targets at their cap wait for a call to end (a branch
+                        // below), not for a time: counting them would spin on the claim.
+                        match deliveries::next_due_in(&self.pool, &self.saturated()).await {
                             Ok(Some(due)) => due.min(poll),
                             _ => poll,
                         }
