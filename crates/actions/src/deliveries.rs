@@ -24,11 +24,15 @@ use uuid::Uuid;
 /// The advisory lock key of a target (two targets may share one; that only serialises them).
 const LOCK_KEY: &str = "hashtextextended('cairn.actions.' || $1::text, 0)";
 
+/// The strict-order checks say `e.event_offset >= 0` (true of every row) so that they, and only
+/// they, can use `deliveries_open_target` (see `migrations/0014_actions_open_target.sql`): the
+/// per-aggregate checks must use `deliveries_open_aggregate` whatever the statistics say.
+///
 /// True when `d` is its key's head: no earlier open delivery of its key exists, and none of its
 /// key is being delivered (a replayed earlier event waits for a later one in flight, so two of one
 /// key are never on the wire together); `t` is `d`'s target.
 const NO_EARLIER_OPEN: &str = "NOT (CASE WHEN t.strict_order THEN EXISTS ( \
-       SELECT 1 FROM actions.deliveries e WHERE e.target_id = d.target_id \
+       SELECT 1 FROM actions.deliveries e WHERE e.target_id = d.target_id AND e.event_offset >= 0 \
           AND (e.state = 'delivering' OR (e.state = 'pending' \
                AND (e.event_position, e.event_offset) < (d.event_position, d.event_offset)))) \
      ELSE EXISTS ( \
@@ -39,7 +43,7 @@ const NO_EARLIER_OPEN: &str = "NOT (CASE WHEN t.strict_order THEN EXISTS ( \
 
 /// True when an earlier open delivery of `d`'s key exists (`t` is `d`'s target): `d` must wait.
 const EARLIER_OPEN: &str = "(CASE WHEN t.strict_order THEN EXISTS ( \
-       SELECT 1 FROM actions.deliveries e WHERE e.target_id = d.target_id \
+       SELECT 1 FROM actions.deliveries e WHERE e.target_id = d.target_id AND e.event_offset >= 0 \
           AND e.state IN ('pending', 'delivering') \
           AND (e.event_position, e.event_offset) < (d.event_position, d.event_offset)) \
      ELSE EXISTS ( \
@@ -444,7 +448,7 @@ pub async fn finish(
     }
     if matches!(next, Next::Delivered | Next::Failed) {
         let key = if claimed.strict_order {
-            "e.target_id = $1"
+            "e.target_id = $1 AND e.event_offset >= 0"
         } else {
             "e.target_id = $1 AND e.aggregate_type = $2 AND e.aggregate_id = $3"
         };
@@ -546,7 +550,7 @@ pub async fn finish_delivered(
             keys.into_iter().unzip()
         };
         let key = if first.strict_order {
-            "e.target_id = $1"
+            "e.target_id = $1 AND e.event_offset >= 0"
         } else {
             "e.target_id = $1 AND e.aggregate_type = k.aggregate_type AND e.aggregate_id = k.aggregate_id"
         };
@@ -900,10 +904,9 @@ mod tests {
             ),
         ] {
             let plan = plan(&db.pool, &sql, &targets, &events).await;
-            // The per-aggregate branch (the second subplan) must search by aggregate.
-            let aggregate_branch = plan
-                .split("SubPlan 2")
-                .nth(1)
+            // The per-aggregate branch (the second subplan, listed last) must search by aggregate.
+            let (_, aggregate_branch) = plan
+                .rsplit_once("SubPlan 2")
                 .unwrap_or_else(|| panic!("{what}: no second subplan:\n{plan}"));
             assert!(
                 aggregate_branch.contains("deliveries_open_aggregate"),
