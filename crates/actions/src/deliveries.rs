@@ -210,26 +210,8 @@ pub struct Claimed {
     pub round_attempt: i32,
 }
 
-/// Claims up to `limit` deliveries for `owner`: deliveries whose claim expired (their replica
-/// died mid-call) first, then due heads, oldest due first, leaving out `saturated` targets.
-/// `FOR UPDATE SKIP LOCKED` keeps two dispatchers off one row; only active targets' rows are
-/// taken.
-///
-/// `room` is the calls each target with calls in flight may still take and `per_target` the
-/// room of every other target: due rows over a target's room are only looked at, not claimed,
-/// so a busy target costs no claim-and-release writes.
-pub async fn claim(
-    pool: &PgPool,
-    owner: Uuid,
-    limit: i64,
-    saturated: &[Uuid],
-    room: &[(Uuid, i32)],
-    per_target: i32,
-    claim_ttl: Duration,
-) -> Result<Vec<Claimed>, sqlx::Error> {
-    let (room_targets, room_left): (Vec<Uuid>, Vec<i32>) = room.iter().copied().unzip();
-    let rows = sqlx::query(
-        "WITH expired AS ( \
+/// The claim statement (see [`claim`]).
+const CLAIM_SQL: &str = "WITH expired AS ( \
            SELECT target_id, event_id FROM actions.deliveries \
             WHERE state = 'delivering' AND claim_expires_at < clock_timestamp() \
             ORDER BY claim_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
@@ -256,17 +238,36 @@ pub async fn claim(
          RETURNING d.instance_id, d.target_id, d.event_id, d.aggregate_type, d.aggregate_id, d.event_position, \
                    d.event_offset, d.attempts, t.endpoint, t.kind, t.timeout_ms, t.strict_order, t.secret, \
                    CASE WHEN t.previous_expires_at > clock_timestamp() THEN t.previous_secret END, t.sequence, \
-                   d.attempts - d.schedule_from",
-    )
-    .bind(owner)
-    .bind(limit)
-    .bind(saturated)
-    .bind(claim_ttl.as_secs_f64())
-    .bind(&room_targets)
-    .bind(&room_left)
-    .bind(per_target)
-    .fetch_all(pool)
-    .await?;
+                   d.attempts - d.schedule_from";
+
+/// Claims up to `limit` deliveries for `owner`: deliveries whose claim expired (their replica
+/// died mid-call) first, then due heads, oldest due first, leaving out `saturated` targets.
+/// `FOR UPDATE SKIP LOCKED` keeps two dispatchers off one row; only active targets' rows are
+/// taken.
+///
+/// `room` is the calls each target with calls in flight may still take and `per_target` the
+/// room of every other target: due rows over a target's room are only looked at, not claimed,
+/// so a busy target costs no claim-and-release writes.
+pub async fn claim(
+    pool: &PgPool,
+    owner: Uuid,
+    limit: i64,
+    saturated: &[Uuid],
+    room: &[(Uuid, i32)],
+    per_target: i32,
+    claim_ttl: Duration,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    let (room_targets, room_left): (Vec<Uuid>, Vec<i32>) = room.iter().copied().unzip();
+    let rows = sqlx::query(CLAIM_SQL)
+        .bind(owner)
+        .bind(limit)
+        .bind(saturated)
+        .bind(claim_ttl.as_secs_f64())
+        .bind(&room_targets)
+        .bind(&room_left)
+        .bind(per_target)
+        .fetch_all(pool)
+        .await?;
     rows.iter()
         .map(|row| {
             let timeout_ms: i32 = row.try_get(10)?;
@@ -913,6 +914,89 @@ mod tests {
                 "{what}: the per-aggregate check does not use the aggregate index:\n{plan}"
             );
         }
+        db.drop_db().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_claim_reads_each_target_from_its_own_due_rows_without_statistics() {
+        // Never analysed: target A has 20,000 due deliveries (and as many delivered and 5,000
+        // parked), target B 5 due, target C 100 due in an hour. A claim with A at its cap must
+        // still find B's at once, by probing each target, not by reading past A's due rows.
+        let db = cairn_testkit::TestDb::new(2).await.unwrap();
+        let instance = Uuid::new_v4();
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        for (target, name) in [(a, "a"), (b, "b"), (c, "c")] {
+            sqlx::query(
+                "INSERT INTO actions.targets (instance_id, id, name, endpoint, kind, timeout_ms, interrupt_on_error, \
+                   strict_order, secret, state, created_at, changed_at, sequence) \
+                 VALUES ($1, $2, $3, 'https://example.com/hook', 'webhook', 1000, false, false, '{}', 'active', now(), now(), 1)",
+            )
+            .bind(instance)
+            .bind(target)
+            .bind(name)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        }
+        let add = |target: Uuid, from: i64, to: i64, state: &'static str, due: &'static str| {
+            let pool = db.pool.clone();
+            async move {
+                sqlx::query(&format!(
+                    "INSERT INTO actions.deliveries (instance_id, target_id, event_id, event_type, aggregate_type, \
+                       aggregate_id, sequence, event_position, event_offset, event_created_at, state, next_attempt_at) \
+                     SELECT $1, $2, gen_random_uuid(), 'user.human.added', 'user', gen_random_uuid(), 1, n, 0, now(), \
+                            '{state}', {due} FROM generate_series($3::bigint, $4::bigint) AS n"
+                ))
+                .bind(instance)
+                .bind(target)
+                .bind(from)
+                .bind(to)
+                .execute(&pool)
+                .await
+                .unwrap();
+            }
+        };
+        add(a, 1, 20_000, "pending", "now() - interval '1 minute'").await;
+        add(a, 20_001, 25_000, "pending", "'infinity'").await;
+        add(a, 25_001, 45_000, "delivered", "now()").await;
+        add(b, 100_001, 100_005, "pending", "now() - interval '1 second'").await;
+        add(c, 200_001, 200_100, "pending", "now() + interval '1 hour'").await;
+
+        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {CLAIM_SQL}"))
+            .bind(Uuid::new_v4())
+            .bind(64_i64)
+            .bind(vec![a])
+            .bind(90.0_f64)
+            .bind(Vec::<Uuid>::new())
+            .bind(Vec::<i32>::new())
+            .bind(16_i32)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+        let plan = plan.join("\n");
+        let (_, due) = plan
+            .split_once("CTE due")
+            .unwrap_or_else(|| panic!("no due CTE:\n{plan}"));
+        let (scheduled, _) = plan.split_once("CTE due").unwrap();
+        assert!(
+            scheduled.contains("deliveries_scheduled") && due.contains("deliveries_scheduled"),
+            "the claim does not probe targets through deliveries_scheduled:\n{plan}"
+        );
+        assert!(
+            !due.contains("deliveries_due"),
+            "the claim reads the due rows in time order:\n{plan}"
+        );
+
+        let owner = Uuid::new_v4();
+        let ttl = Duration::from_secs(90);
+        let claimed = claim(&db.pool, owner, 64, &[a], &[], 16, ttl).await.unwrap();
+        assert_eq!(claimed.len(), 5, "only B's, A being at its cap: {claimed:?}");
+        assert!(claimed.iter().all(|c| c.target_id == b));
+        let claimed = claim(&db.pool, owner, 64, &[], &[(a, 3)], 16, ttl).await.unwrap();
+        assert_eq!(claimed.len(), 3, "A's room: {claimed:?}");
+        assert!(claimed.iter().all(|c| c.target_id == a));
+        let positions: Vec<i64> = claimed.iter().map(|c| c.position.position).collect();
+        assert_eq!(positions.len(), 3);
         db.drop_db().await.unwrap();
     }
 }
