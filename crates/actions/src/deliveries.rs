@@ -211,23 +211,35 @@ pub struct Claimed {
 }
 
 /// The claim statement (see [`claim`]).
-const CLAIM_SQL: &str = "WITH expired AS ( \
+const CLAIM_SQL: &str = "WITH RECURSIVE expired AS ( \
            SELECT target_id, event_id FROM actions.deliveries \
             WHERE state = 'delivering' AND claim_expires_at < clock_timestamp() \
             ORDER BY claim_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
+         scheduled(target_id) AS ( \
+           (SELECT target_id FROM actions.deliveries \
+             WHERE state = 'pending' AND next_attempt_at < 'infinity' \
+             ORDER BY target_id LIMIT 1) \
+           UNION ALL \
+           SELECT (SELECT d.target_id FROM actions.deliveries d \
+                    WHERE d.state = 'pending' AND d.next_attempt_at < 'infinity' AND d.target_id > s.target_id \
+                    ORDER BY d.target_id LIMIT 1) \
+             FROM scheduled s WHERE s.target_id IS NOT NULL), \
          due AS ( \
-           SELECT target_id, event_id, \
-                  row_number() OVER (PARTITION BY target_id ORDER BY next_attempt_at) AS n \
-             FROM (SELECT target_id, event_id, next_attempt_at FROM actions.deliveries \
-                    WHERE state = 'pending' AND next_attempt_at <= clock_timestamp() \
-                      AND target_id <> ALL($3) \
-                    ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED) AS locked), \
+           SELECT c.target_id, c.event_id \
+             FROM scheduled s \
+             CROSS JOIN LATERAL ( \
+               SELECT d.target_id, d.event_id FROM actions.deliveries d \
+                WHERE d.target_id = s.target_id AND d.state = 'pending' \
+                  AND d.next_attempt_at < 'infinity' AND d.next_attempt_at <= statement_timestamp() \
+                ORDER BY d.next_attempt_at \
+                LIMIT COALESCE((SELECT r.left_ FROM unnest($5::uuid[], $6::int[]) AS r(t, left_) \
+                                 WHERE r.t = s.target_id), $7) \
+                FOR UPDATE SKIP LOCKED) AS c \
+            WHERE s.target_id IS NOT NULL AND s.target_id <> ALL($3)), \
          picked AS ( \
            SELECT target_id, event_id FROM expired \
            UNION ALL \
            SELECT target_id, event_id FROM due \
-            WHERE n <= COALESCE((SELECT r.left_ FROM unnest($5::uuid[], $6::int[]) AS r(t, left_) \
-                                  WHERE r.t = due.target_id), $7) \
            LIMIT $2) \
          UPDATE actions.deliveries d \
             SET state = 'delivering', claimed_by = $1, attempts = d.attempts + 1, \
@@ -241,13 +253,16 @@ const CLAIM_SQL: &str = "WITH expired AS ( \
                    d.attempts - d.schedule_from";
 
 /// Claims up to `limit` deliveries for `owner`: deliveries whose claim expired (their replica
-/// died mid-call) first, then due heads, oldest due first, leaving out `saturated` targets.
-/// `FOR UPDATE SKIP LOCKED` keeps two dispatchers off one row; only active targets' rows are
-/// taken.
+/// died mid-call) first, then due heads, per target the oldest due first, leaving out
+/// `saturated` targets. `FOR UPDATE SKIP LOCKED` keeps two dispatchers off one row; only active
+/// targets' rows are taken.
 ///
-/// `room` is the calls each target with calls in flight may still take and `per_target` the
-/// room of every other target: due rows over a target's room are only looked at, not claimed,
-/// so a busy target costs no claim-and-release writes.
+/// The targets with scheduled deliveries are found by skipping from one to the next in
+/// `deliveries_scheduled` (target, due time), and each one's due rows read from there up to its
+/// room: `room` is the calls each target with calls in flight may still take and `per_target`
+/// the room of every other target. So a claim costs one index probe per target with scheduled
+/// deliveries plus the rows it takes, however many rows a busy or saturated target has due
+/// (a claim over the due index in time order read past all of them).
 pub async fn claim(
     pool: &PgPool,
     owner: Uuid,
@@ -579,15 +594,15 @@ pub async fn finish_delivered(
         .collect())
 }
 
-/// How long until the earliest due delivery of a target not in `saturated`, if any waits for a
-/// time.
-pub async fn next_due_in(pool: &PgPool, saturated: &[Uuid]) -> Result<Option<Duration>, sqlx::Error> {
+/// How long until the next delivery becomes due, if one waits for a time. Rows due already and
+/// not claimed belong to targets at their cap (a call ending wakes the claim) or are another
+/// replica's; counting them would make an idle claim loop spin.
+pub async fn next_due_in(pool: &PgPool) -> Result<Option<Duration>, sqlx::Error> {
     let secs: Option<f64> = sqlx::query_scalar(
         "SELECT EXTRACT(EPOCH FROM (min(next_attempt_at) - clock_timestamp()))::float8 \
            FROM actions.deliveries WHERE state = 'pending' AND next_attempt_at < 'infinity' \
-            AND target_id <> ALL($1)",
+            AND next_attempt_at > statement_timestamp()",
     )
-    .bind(saturated)
     .fetch_one(pool)
     .await?;
     Ok(secs.map(|s| Duration::from_secs_f64(s.max(0.0))))

@@ -227,7 +227,7 @@ impl Dispatcher {
                         backoff = Duration::from_millis(100);
                         // Rows due for targets at their cap wait for a call to end (a branch
                         // below), not for a time: counting them would spin on the claim.
-                        match deliveries::next_due_in(&self.pool, &self.saturated()).await {
+                        match deliveries::next_due_in(&self.pool).await {
                             Ok(Some(due)) => due.min(poll),
                             _ => poll,
                         }
