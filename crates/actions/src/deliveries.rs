@@ -487,6 +487,13 @@ pub async fn finish(
     Ok(true)
 }
 
+/// Ends a batch of one target's deliveries as delivered (see [`finish_delivered`]).
+const FINISH_DELIVERED_SQL: &str = "UPDATE actions.deliveries d SET state = 'delivered', claimed_by = NULL, claim_expires_at = NULL, \
+           last_status = f.status, last_error = NULL, delivered_at = clock_timestamp() \
+           FROM unnest($3::uuid[], $4::int4[]) AS f(event_id, status) \
+         WHERE d.target_id = $1 AND d.event_id = f.event_id AND d.claimed_by = $2 AND d.state = 'delivering' \
+         RETURNING d.event_id, d.aggregate_type, d.aggregate_id";
+
 /// Records successful attempts of one target's deliveries and ends them as delivered, waking the
 /// next delivery of each key, in one transaction (one commit for the lot instead of three per
 /// delivery): the attempts, the target's health (a success clears `failing_since`), the
@@ -542,19 +549,13 @@ pub async fn finish_delivered(
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    let finished: Vec<(Uuid, String, Uuid)> = sqlx::query_as(
-        "UPDATE actions.deliveries d SET state = 'delivered', claimed_by = NULL, claim_expires_at = NULL, \
-           last_status = f.status, last_error = NULL, delivered_at = clock_timestamp() \
-           FROM unnest($3::uuid[], $4::int4[]) AS f(event_id, status) \
-         WHERE d.target_id = $1 AND d.event_id = f.event_id AND d.claimed_by = $2 AND d.state = 'delivering' \
-         RETURNING d.event_id, d.aggregate_type, d.aggregate_id",
-    )
-    .bind(target)
-    .bind(owner)
-    .bind(&events)
-    .bind(&statuses)
-    .fetch_all(&mut *tx)
-    .await?;
+    let finished: Vec<(Uuid, String, Uuid)> = sqlx::query_as(FINISH_DELIVERED_SQL)
+        .bind(target)
+        .bind(owner)
+        .bind(&events)
+        .bind(&statuses)
+        .fetch_all(&mut *tx)
+        .await?;
     if !finished.is_empty() {
         // The next open delivery of each key whose head ended (of the target, if strict).
         let (types, ids): (Vec<String>, Vec<Uuid>) = if first.strict_order {
@@ -1012,6 +1013,51 @@ mod tests {
         assert!(claimed.iter().all(|c| c.target_id == a));
         let positions: Vec<i64> = claimed.iter().map(|c| c.position.position).collect();
         assert_eq!(positions.len(), 3);
+        db.drop_db().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn ending_deliveries_reads_only_the_targets_calls_in_flight_without_statistics() {
+        // Never analysed: a target with 20,000 open deliveries, 16 of them in flight. Ending a
+        // batch of them must not read the target's other open rows (it did, through the open
+        // rows' index, on every batch: the dispatch rate fell as the backlog grew).
+        let db = cairn_testkit::TestDb::new(2).await.unwrap();
+        let (instance, target) = (Uuid::new_v4(), Uuid::new_v4());
+        sqlx::query(
+            "INSERT INTO actions.deliveries (instance_id, target_id, event_id, event_type, aggregate_type, \
+               aggregate_id, sequence, event_position, event_offset, event_created_at, state, next_attempt_at) \
+             SELECT $1, $2, gen_random_uuid(), 'user.human.added', 'user', gen_random_uuid(), 1, n, 0, now(), \
+                    CASE WHEN n <= 16 THEN 'delivering' ELSE 'pending' END, now() \
+               FROM generate_series(1, 20000) AS n",
+        )
+        .bind(instance)
+        .bind(target)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        let events: Vec<Uuid> =
+            sqlx::query_scalar("SELECT event_id FROM actions.deliveries WHERE state = 'delivering'")
+                .fetch_all(&db.pool)
+                .await
+                .unwrap();
+        let statuses = vec![200_i32; events.len()];
+        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {FINISH_DELIVERED_SQL}"))
+            .bind(target)
+            .bind(Uuid::new_v4())
+            .bind(&events)
+            .bind(&statuses)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("deliveries_in_flight") || plan.contains("deliveries_pkey"),
+            "ending deliveries does not look them up by key among the calls in flight:\n{plan}"
+        );
+        assert!(
+            !plan.contains("deliveries_open_aggregate") && !plan.contains("Seq Scan on deliveries"),
+            "ending deliveries reads the target's open rows:\n{plan}"
+        );
         db.drop_db().await.unwrap();
     }
 }
