@@ -1197,15 +1197,31 @@ async fn a_request_condition_vetoes_times_out_and_stays_within_its_budget() {
             .any(|r| r["request"]["userName"] == json!("allowed"))
     );
 
-    // A non-interrupting target that fails: logged, and the command goes on.
-    h.rename(&id, "renamed").await;
-    let observed = receiver.requests_to("/observer");
+    // A non-interrupting target that fails: logged, and the command goes on. (The observer's
+    // execution may reach command-api after the gate's: every rename succeeds meanwhile, and one
+    // of them is seen by the observer.)
+    let mut n = 0;
+    let (renamed, observed) = eventually("the observer called for ChangeUserName", WAIT, || {
+        n += 1;
+        let name = format!("renamed-{n}");
+        let (h, receiver, id) = (&h, &receiver, &id);
+        async move {
+            h.rename(id, &name).await;
+            let observed = receiver.requests_to("/observer");
+            let seen = observed.iter().any(|r| {
+                r["method"] == json!("/cairn.user.v1.UserService/ChangeUserName")
+                    && r["request"]["userName"] == json!(name)
+            });
+            Ok(seen.then_some((name, observed)))
+        }
+    })
+    .await
+    .unwrap();
     assert!(
-        observed.iter().any(
-            |r| r["method"] == json!("/cairn.user.v1.UserService/ChangeUserName")
-                && r["request"]["userName"] == json!("renamed")
-                && r["status"] == json!(500)
-        ),
+        observed
+            .iter()
+            .filter(|r| r["request"]["userName"] == json!(renamed))
+            .all(|r| r["status"] == json!(500)),
         "{observed:?}"
     );
 
