@@ -9,6 +9,9 @@
 //! - `actions.raw_http_post_per_s`: the raw limit of the same run: the same receiver hit with
 //!   bodies of the same size by the same HTTP client without the service, with the replica's
 //!   per-target concurrency (16).
+//! - `actions.raw_pg_delivery_tx_per_s`: PostgreSQL's limit in the same run for the least a
+//!   delivery writes (a transaction inserting an attempt and updating its delivery row), at the
+//!   same concurrency.
 //! - `actions.event_to_delivery_p50_ms` / `_p99_ms`: at a steady 500 events/s (the rate reached
 //!   is printed as `actions.event_rate_per_s`), from the push's return to the receiver, through the
 //!   relay, JetStream, the intake and the dispatcher.
@@ -277,6 +280,10 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     let (port, received) = receiver(shutdown.clone()).await?;
 
     bench("actions.raw_http_post_per_s", raw_posts(port, backlog).await?);
+    bench(
+        "actions.raw_pg_delivery_tx_per_s",
+        raw_delivery_transactions(settings).await?,
+    );
 
     // Backlog: every event committed before the replica starts.
     {
@@ -401,6 +408,57 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     request_conditions(settings, port, &received).await?;
     shutdown.cancel();
     Ok(())
+}
+
+/// The PostgreSQL limit of the same run for what a delivery must write at the least: one
+/// transaction per delivery that records an attempt and marks its row delivered, at the
+/// dispatcher's per-target concurrency, on tables shaped like `actions.attempts` and
+/// `actions.deliveries` (no claim, no event read, no HTTP).
+async fn raw_delivery_transactions(settings: &Settings) -> anyhow::Result<f64> {
+    let db = BenchDb::create(settings, CONCURRENCY as u32 + 2).await?;
+    sqlx::raw_sql(
+        "CREATE TABLE public.raw_deliveries (LIKE actions.deliveries INCLUDING ALL); \
+         CREATE TABLE public.raw_attempts (LIKE actions.attempts INCLUDING ALL); \
+         INSERT INTO public.raw_deliveries (instance_id, target_id, event_id, event_type, aggregate_type, aggregate_id, \
+           sequence, event_position, event_offset, event_created_at, state) \
+         SELECT gen_random_uuid(), '00000000-0000-0000-0000-000000000001', gen_random_uuid(), 'user.human.added', 'user', \
+                gen_random_uuid(), 1, n, 0, now(), 'delivering' FROM generate_series(1, 200000) AS n;",
+    )
+    .execute(&db.pool)
+    .await?;
+    let events: Arc<Vec<uuid::Uuid>> = Arc::new(
+        sqlx::query_scalar("SELECT event_id FROM public.raw_deliveries")
+            .fetch_all(&db.pool)
+            .await?,
+    );
+    let pool = db.pool.clone();
+    let run = crate::harness::closed_loop(CONCURRENCY, settings.phase, move |worker, i| {
+        let (pool, events) = (pool.clone(), events.clone());
+        async move {
+            let event = events[(worker + CONCURRENCY * i as usize) % events.len()];
+            let mut tx = cairn_eventstore::begin(&pool).await?;
+            sqlx::query(
+                "INSERT INTO public.raw_attempts (instance_id, target_id, event_id, attempt, started_at, status, latency_ms) \
+                 VALUES (gen_random_uuid(), '00000000-0000-0000-0000-000000000001', $1, $2, now(), 200, 1.0)",
+            )
+            .bind(event)
+            .bind(i as i32)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE public.raw_deliveries SET state = 'delivered', delivered_at = now() \
+                  WHERE target_id = '00000000-0000-0000-0000-000000000001' AND event_id = $1",
+            )
+            .bind(event)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        }
+    })
+    .await?;
+    db.drop_db().await?;
+    Ok(run.ops_per_s())
 }
 
 /// Sequential `AddHumanUser` calls; their latencies (microseconds).
