@@ -149,6 +149,16 @@ fn wake_new_heads_sql() -> String {
     )
 }
 
+/// Makes the waiting heads of target `$1` due now.
+fn wake_waiting_heads_sql() -> String {
+    format!(
+        "UPDATE actions.deliveries d SET next_attempt_at = clock_timestamp() FROM actions.targets t \
+          WHERE d.target_id = $1 AND d.state = 'pending' AND d.next_attempt_at = 'infinity' \
+            AND t.instance_id = d.instance_id AND t.id = d.target_id AND t.state = 'active' \
+            AND {NO_EARLIER_OPEN}"
+    )
+}
+
 /// Makes every waiting head of `target` due now (after it was enabled, its order rule changed,
 /// or deliveries were made pending again), after parking every due delivery that is no longer its
 /// key's head (an earlier event was made pending again, or the order became strict). The caller
@@ -162,16 +172,11 @@ pub async fn wake_heads(conn: &mut PgConnection, target: Uuid) -> Result<u64, sq
     .bind(target)
     .execute(&mut *conn)
     .await?;
-    Ok(sqlx::query(&format!(
-        "UPDATE actions.deliveries d SET next_attempt_at = clock_timestamp() FROM actions.targets t \
-          WHERE d.target_id = $1 AND d.state = 'pending' AND d.next_attempt_at = 'infinity' \
-            AND t.instance_id = d.instance_id AND t.id = d.target_id AND t.state = 'active' \
-            AND {NO_EARLIER_OPEN}"
-    ))
-    .bind(target)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected())
+    Ok(sqlx::query(&wake_waiting_heads_sql())
+        .bind(target)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected())
 }
 
 /// A claimed delivery, with what its attempt needs.
@@ -863,15 +868,51 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
-    /// The plan of `sql` (with the given arrays bound) as text.
-    async fn plan(pool: &PgPool, sql: &str, targets: &[Uuid], events: &[Uuid]) -> String {
-        let rows: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {sql}"))
-            .bind(targets)
-            .bind(events)
-            .fetch_all(pool)
-            .await
-            .unwrap();
-        rows.join("\n")
+    type Explain<'q> = sqlx::query::QueryScalar<'q, sqlx::Postgres, String, sqlx::postgres::PgArguments>;
+
+    /// The plan of an `EXPLAIN` query, as text.
+    async fn plan(pool: &PgPool, explain: Explain<'_>) -> String {
+        explain.fetch_all(pool).await.unwrap().join("\n")
+    }
+
+    /// An active webhook target.
+    async fn add_target(pool: &PgPool, instance: Uuid, target: Uuid, name: &str) {
+        sqlx::query(
+            "INSERT INTO actions.targets (instance_id, id, name, endpoint, kind, timeout_ms, interrupt_on_error, \
+               strict_order, secret, state, created_at, changed_at, sequence) \
+             VALUES ($1, $2, $3, 'https://example.com/hook', 'webhook', 1000, false, false, '{}', 'active', now(), now(), 1)",
+        )
+        .bind(instance)
+        .bind(target)
+        .bind(name)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+
+    /// Deliveries of `target` at positions `from..=to` (`n`), one aggregate each, with the state
+    /// and due time the SQL expressions give.
+    async fn add_deliveries(
+        pool: &PgPool,
+        instance: Uuid,
+        target: Uuid,
+        (from, to): (i64, i64),
+        state: &str,
+        due: &str,
+    ) {
+        sqlx::query(&format!(
+            "INSERT INTO actions.deliveries (instance_id, target_id, event_id, event_type, aggregate_type, \
+               aggregate_id, sequence, event_position, event_offset, event_created_at, state, next_attempt_at) \
+             SELECT $1, $2, gen_random_uuid(), 'user.human.added', 'user', gen_random_uuid(), 1, n, 0, now(), \
+                    {state}, {due} FROM generate_series($3::bigint, $4::bigint) AS n"
+        ))
+        .bind(instance)
+        .bind(target)
+        .bind(from)
+        .bind(to)
+        .execute(pool)
+        .await
+        .unwrap();
     }
 
     #[tokio::test]
@@ -882,45 +923,29 @@ mod tests {
         // backlog of a target that is down).
         let db = cairn_testkit::TestDb::new(2).await.unwrap();
         let (instance, target) = (Uuid::new_v4(), Uuid::new_v4());
-        sqlx::query(
-            "INSERT INTO actions.targets (instance_id, id, name, endpoint, kind, timeout_ms, interrupt_on_error, \
-               strict_order, secret, state, created_at, changed_at, sequence) \
-             VALUES ($1, $2, 'down', 'https://example.com/hook', 'webhook', 1000, false, false, '{}', 'active', now(), now(), 1)",
-        )
-        .bind(instance)
-        .bind(target)
-        .execute(&db.pool)
-        .await
-        .unwrap();
-        sqlx::query(
-            "INSERT INTO actions.deliveries (instance_id, target_id, event_id, event_type, aggregate_type, aggregate_id, \
-               sequence, event_position, event_offset, event_created_at, state, next_attempt_at) \
-             SELECT $1, $2, gen_random_uuid(), 'user.human.added', 'user', gen_random_uuid(), 1, n, 0, now(), \
-                    'pending', now() FROM generate_series(1, 5000) AS n",
-        )
-        .bind(instance)
-        .bind(target)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+        add_target(&db.pool, instance, target, "down").await;
+        add_deliveries(&db.pool, instance, target, (1, 5000), "'pending'", "now()").await;
         let events: Vec<Uuid> =
             sqlx::query_scalar("SELECT event_id FROM actions.deliveries ORDER BY event_position LIMIT 100")
                 .fetch_all(&db.pool)
                 .await
                 .unwrap();
         let targets = vec![target; events.len()];
-        for (what, sql) in [
-            ("the heads among new rows", wake_new_heads_sql()),
+        let (new_heads, waiting_heads) = (
+            format!("EXPLAIN {}", wake_new_heads_sql()),
+            format!("EXPLAIN {}", wake_waiting_heads_sql()),
+        );
+        for (what, explain) in [
+            (
+                "the heads among new rows",
+                sqlx::query_scalar(&new_heads).bind(&targets).bind(&events),
+            ),
             (
                 "the heads of a target",
-                format!(
-                    "UPDATE actions.deliveries d SET next_attempt_at = clock_timestamp() FROM actions.targets t \
-                      WHERE d.target_id = $1[1] AND d.event_id = ANY($2) AND d.state = 'pending' \
-                        AND t.instance_id = d.instance_id AND t.id = d.target_id AND {NO_EARLIER_OPEN}"
-                ),
+                sqlx::query_scalar(&waiting_heads).bind(target),
             ),
         ] {
-            let plan = plan(&db.pool, &sql, &targets, &events).await;
+            let plan = plan(&db.pool, explain).await;
             // The per-aggregate branch (the second subplan, listed last) must search by aggregate.
             let (_, aggregate_branch) = plan
                 .rsplit_once("SubPlan 2")
@@ -942,54 +967,28 @@ mod tests {
         let instance = Uuid::new_v4();
         let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         for (target, name) in [(a, "a"), (b, "b"), (c, "c")] {
-            sqlx::query(
-                "INSERT INTO actions.targets (instance_id, id, name, endpoint, kind, timeout_ms, interrupt_on_error, \
-                   strict_order, secret, state, created_at, changed_at, sequence) \
-                 VALUES ($1, $2, $3, 'https://example.com/hook', 'webhook', 1000, false, false, '{}', 'active', now(), now(), 1)",
-            )
-            .bind(instance)
-            .bind(target)
-            .bind(name)
-            .execute(&db.pool)
-            .await
-            .unwrap();
+            add_target(&db.pool, instance, target, name).await;
         }
-        let add = |target: Uuid, from: i64, to: i64, state: &'static str, due: &'static str| {
-            let pool = db.pool.clone();
-            async move {
-                sqlx::query(&format!(
-                    "INSERT INTO actions.deliveries (instance_id, target_id, event_id, event_type, aggregate_type, \
-                       aggregate_id, sequence, event_position, event_offset, event_created_at, state, next_attempt_at) \
-                     SELECT $1, $2, gen_random_uuid(), 'user.human.added', 'user', gen_random_uuid(), 1, n, 0, now(), \
-                            '{state}', {due} FROM generate_series($3::bigint, $4::bigint) AS n"
-                ))
-                .bind(instance)
-                .bind(target)
-                .bind(from)
-                .bind(to)
-                .execute(&pool)
-                .await
-                .unwrap();
-            }
-        };
-        add(a, 1, 20_000, "pending", "now() - interval '1 minute'").await;
-        add(a, 20_001, 25_000, "pending", "'infinity'").await;
-        add(a, 25_001, 45_000, "delivered", "now()").await;
-        add(b, 100_001, 100_005, "pending", "now() - interval '1 second'").await;
-        add(c, 200_001, 200_100, "pending", "now() + interval '1 hour'").await;
+        let add = |target, range, state, due| add_deliveries(&db.pool, instance, target, range, state, due);
+        add(a, (1, 20_000), "'pending'", "now() - interval '1 minute'").await;
+        add(a, (20_001, 25_000), "'pending'", "'infinity'").await;
+        add(a, (25_001, 45_000), "'delivered'", "now()").await;
+        add(b, (100_001, 100_005), "'pending'", "now() - interval '1 second'").await;
+        add(c, (200_001, 200_100), "'pending'", "now() + interval '1 hour'").await;
 
-        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {CLAIM_SQL}"))
-            .bind(Uuid::new_v4())
-            .bind(64_i64)
-            .bind(vec![a])
-            .bind(90.0_f64)
-            .bind(Vec::<Uuid>::new())
-            .bind(Vec::<i32>::new())
-            .bind(16_i32)
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
-        let plan = plan.join("\n");
+        let explain = format!("EXPLAIN {CLAIM_SQL}");
+        let plan = plan(
+            &db.pool,
+            sqlx::query_scalar(&explain)
+                .bind(Uuid::new_v4())
+                .bind(64_i64)
+                .bind(vec![a])
+                .bind(90.0_f64)
+                .bind(Vec::<Uuid>::new())
+                .bind(Vec::<i32>::new())
+                .bind(16_i32),
+        )
+        .await;
         let (_, due) = plan
             .split_once("CTE due")
             .unwrap_or_else(|| panic!("no due CTE:\n{plan}"));
@@ -1023,33 +1022,24 @@ mod tests {
         // rows' index, on every batch: the dispatch rate fell as the backlog grew).
         let db = cairn_testkit::TestDb::new(2).await.unwrap();
         let (instance, target) = (Uuid::new_v4(), Uuid::new_v4());
-        sqlx::query(
-            "INSERT INTO actions.deliveries (instance_id, target_id, event_id, event_type, aggregate_type, \
-               aggregate_id, sequence, event_position, event_offset, event_created_at, state, next_attempt_at) \
-             SELECT $1, $2, gen_random_uuid(), 'user.human.added', 'user', gen_random_uuid(), 1, n, 0, now(), \
-                    CASE WHEN n <= 16 THEN 'delivering' ELSE 'pending' END, now() \
-               FROM generate_series(1, 20000) AS n",
-        )
-        .bind(instance)
-        .bind(target)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+        let in_flight_first = "CASE WHEN n <= 16 THEN 'delivering' ELSE 'pending' END";
+        add_deliveries(&db.pool, instance, target, (1, 20_000), in_flight_first, "now()").await;
         let events: Vec<Uuid> =
             sqlx::query_scalar("SELECT event_id FROM actions.deliveries WHERE state = 'delivering'")
                 .fetch_all(&db.pool)
                 .await
                 .unwrap();
         let statuses = vec![200_i32; events.len()];
-        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {FINISH_DELIVERED_SQL}"))
-            .bind(target)
-            .bind(Uuid::new_v4())
-            .bind(&events)
-            .bind(&statuses)
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
-        let plan = plan.join("\n");
+        let explain = format!("EXPLAIN {FINISH_DELIVERED_SQL}");
+        let plan = plan(
+            &db.pool,
+            sqlx::query_scalar(&explain)
+                .bind(target)
+                .bind(Uuid::new_v4())
+                .bind(&events)
+                .bind(&statuses),
+        )
+        .await;
         assert!(
             plan.contains("deliveries_in_flight") || plan.contains("deliveries_pkey"),
             "ending deliveries does not look them up by key among the calls in flight:\n{plan}"

@@ -620,16 +620,19 @@ where
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        let path = request.uri().path().to_owned();
-        let caller = request.extensions().get::<Caller>().cloned();
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let (Some(caller), false) = (caller, never_intercepted(&path)) else {
+        let path = request.uri().path();
+        let instance = request
+            .extensions()
+            .get::<Caller>()
+            .map(|c| c.instance_id.as_uuid());
+        let (Some(instance), false) = (instance, never_intercepted(path)) else {
             return Box::pin(inner.call(request));
         };
+        let path = path.to_owned();
         let conditions = self.conditions.clone();
         Box::pin(async move {
-            let instance = caller.instance_id.as_uuid();
             let executions = match conditions.inner.executions(instance).await {
                 Ok(executions) => executions,
                 Err(error) => {
@@ -655,10 +658,16 @@ where
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             let message = grpc_message(&bytes).unwrap_or(&bytes);
-            if let Err(Veto(why)) = conditions
-                .check(&caller, &path, targets, message, traceparent)
-                .await
-            {
+            // The caller stays in the request's extensions (it was there above): borrowed, not
+            // cloned, and only for requests that have conditions.
+            let vetoed = match parts.extensions.get::<Caller>() {
+                Some(caller) => conditions
+                    .check(caller, &path, targets, message, traceparent)
+                    .await
+                    .err(),
+                None => None,
+            };
+            if let Some(Veto(why)) = vetoed {
                 return Ok(tonic::Status::from(ApiError::FailedPrecondition(why)).into_http());
             }
             let request =
